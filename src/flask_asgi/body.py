@@ -1,0 +1,96 @@
+"""The request body: ASGI ``http.request`` messages exposed as WSGI's ``wsgi.input``.
+
+Nothing is received before the app reads: Werkzeug enforces ``MAX_CONTENT_LENGTH`` (413)
+from the Content-Length header, or while reading a chunked body, so an oversized upload is
+refused before it is buffered. Reads pull messages through :func:`~flask_asgi.bridge.await_`,
+which works both in a request greenlet and in a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from werkzeug.exceptions import BadRequest, ClientDisconnected
+
+from .bridge import await_
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class RequestBody:
+    """A read-only, file-like view of the request body (``wsgi.input``)."""
+
+    __slots__ = ("_receive", "_remaining", "_buffer", "complete", "disconnected")
+
+    def __init__(self, receive: Receive, content_length: int | None, complete: bool) -> None:
+        self._receive = receive
+        #: Bytes still allowed by Content-Length (None when the body is chunked).
+        self._remaining = content_length
+        self._buffer = b""
+        #: True once the last body message has been received (or there is no body).
+        self.complete = complete
+        self.disconnected = False
+
+    def _pull(self) -> None:
+        """Receive one more message into the buffer."""
+        message = await_(self._receive())
+        kind = message["type"]
+        if kind == "http.disconnect":
+            self.complete = True
+            self.disconnected = True
+            raise ClientDisconnected("The client went away before sending the whole body.")
+        chunk: bytes = message.get("body", b"")
+        if self._remaining is not None:
+            self._remaining -= len(chunk)
+            if self._remaining < 0:
+                self.complete = True
+                raise BadRequest("The request body is longer than its Content-Length.")
+        if not message.get("more_body", False):
+            self.complete = True
+            if self._remaining:
+                raise ClientDisconnected("The request body is shorter than its Content-Length.")
+        self._buffer += chunk
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            while not self.complete:
+                self._pull()
+            data, self._buffer = self._buffer, b""
+            return data
+        while len(self._buffer) < size and not self.complete:
+            self._pull()
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def read1(self, size: int = -1) -> bytes:
+        if not self._buffer and not self.complete:
+            self._pull()
+        if size < 0:
+            size = len(self._buffer)
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        while b"\n" not in self._buffer and not self.complete:
+            if size is not None and 0 <= size <= len(self._buffer):
+                break
+            self._pull()
+        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
+        if size is not None and size >= 0:
+            end = min(end, size)
+        data, self._buffer = self._buffer[:end], self._buffer[end:]
+        return data
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return list(self)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.readline():
+            yield line
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._buffer = b""

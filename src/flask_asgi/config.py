@@ -1,0 +1,21 @@
+"""flask-asgi's configuration keys and their defaults (documented in docs/configuration.md).
+
+Each key is read from ``app.config``; ``init_app`` fills in the defaults, which an
+environment variable of the same name overrides.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+_BUILTIN: dict[str, Any] = {
+    # Size of the worker-thread pool that runs sync endpoints and run_sync() calls.
+    "FLASK_ASGI_THREADS": 40,
+    # Responses with a Content-Length up to this many bytes are sent as one message.
+    "FLASK_ASGI_RESPONSE_BUFFER": 256 * 1024,
+}
+
+DEFAULTS: dict[str, Any] = {
+    key: type(value)(os.environ.get(key, value)) for key, value in _BUILTIN.items()
+}

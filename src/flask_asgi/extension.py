@@ -1,0 +1,144 @@
+"""The ``ASGI`` extension object: the ASGI callable that serves one Flask app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from flask import Flask, current_app, has_app_context
+
+from .bridge import async_to_sync
+from .config import DEFAULTS
+from .dispatch import EndpointClassifier
+from .http import Receive, Send, handle_http
+from .lifespan import handle_lifespan
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXTENSION_KEY = "flask_asgi"
+
+
+class ASGI:
+    """Serve a Flask app on ASGI: ``asgi = ASGI(app)``, then ``uvicorn module:asgi``.
+
+    Also follows Flask's factory convention: ``asgi = ASGI()`` and later
+    ``asgi.init_app(app)``. One ``ASGI`` serves one app.
+    """
+
+    def __init__(self, app: Flask | None = None) -> None:
+        self._app: Flask | None = None
+        self.before_serving_funcs: list[Callable[[], Any]] = []
+        self.after_serving_funcs: list[Callable[[], Any]] = []
+        self.while_serving_funcs: list[Callable[[], Any]] = []
+        self._executor: ThreadPoolExecutor | None = None
+        self.classifier: EndpointClassifier
+        self.buffer_limit = DEFAULTS["FLASK_ASGI_RESPONSE_BUFFER"]
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Attach to ``app``: route its async callables through flask-asgi's bridge."""
+        if self._app is not None and self._app is not app:
+            raise RuntimeError("this ASGI object already serves another app")
+        self._app = app
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, value)
+        self.buffer_limit = int(app.config["FLASK_ASGI_RESPONSE_BUFFER"])
+        # The one seam: Flask runs every async view, hook and handler through this.
+        app.async_to_sync = async_to_sync  # type: ignore[method-assign]
+        if app.test_client_class is None:
+            from .testing import FlaskClient
+
+            app.test_client_class = FlaskClient
+        app.extensions[EXTENSION_KEY] = self
+        self.classifier = EndpointClassifier(app)
+
+    @classmethod
+    def of(cls, app: Flask) -> ASGI:
+        """The ``ASGI`` object attached to ``app``, attaching a new one if there is none."""
+        existing = app.extensions.get(EXTENSION_KEY)
+        return existing if isinstance(existing, ASGI) else cls(app)
+
+    @property
+    def app(self) -> Flask:
+        if self._app is None:
+            raise RuntimeError("ASGI() has no app yet: call init_app(app) first")
+        return self._app
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The bounded pool that runs sync endpoints and ``run_sync`` calls."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=int(self.app.config["FLASK_ASGI_THREADS"]),
+                thread_name_prefix="flask-asgi-worker",
+            )
+        return self._executor
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await handle_http(self, scope, receive, send)
+        elif kind == "lifespan":
+            await handle_lifespan(self, scope, receive, send)
+        elif kind == "websocket":
+            # No WebSocket routes yet: refuse the handshake (403) rather than hang.
+            await receive()
+            await send({"type": "websocket.close", "code": 1000})
+        else:
+            raise ValueError(f"flask-asgi cannot handle ASGI scope type {kind!r}")
+
+    # -- lifespan hooks -------------------------------------------------------------------
+
+    def before_serving(self, func: F) -> F:
+        """Register ``func`` (sync or async) to run once at startup, in an app context."""
+        self.before_serving_funcs.append(func)
+        return func
+
+    def after_serving(self, func: F) -> F:
+        """Register ``func`` (sync or async) to run once at shutdown, in an app context."""
+        self.after_serving_funcs.append(func)
+        return func
+
+    def while_serving(self, func: F) -> F:
+        """Register a generator function: code before its ``yield`` runs at startup, after
+        it at shutdown (``async def`` generators too)."""
+        self.while_serving_funcs.append(func)
+        return func
+
+    # -- running --------------------------------------------------------------------------
+
+    async def serve(self, host: str = "127.0.0.1", port: int = 5000, **options: Any) -> None:
+        """Serve on uvicorn from a running event loop (Quart's ``app.run_task()``)."""
+        from .server import serve
+
+        await serve(self, host, port, **options)
+
+    def run(self, host: str = "127.0.0.1", port: int = 5000, **options: Any) -> None:
+        """Serve on uvicorn, blocking until the server stops (Flask's ``app.run()``)."""
+        from .server import run
+
+        run(self, host, port, **options)
+
+    def test_client(self, **kwargs: Any) -> Any:
+        """An async test client: ``async with asgi.test_client() as client:``."""
+        from .testing import AsyncClient
+
+        return AsyncClient(self, **kwargs)
+
+    def serving(self) -> Any:
+        """Run the lifespan hooks around a block: ``with`` (on the background loop that the
+        sync test client uses) or ``async with`` (on the running loop)."""
+        from .testing import Lifespan
+
+        return Lifespan(self)
+
+
+def current_executor() -> ThreadPoolExecutor | None:
+    """The worker pool of the current app's ``ASGI`` (None: the loop's default pool)."""
+    if has_app_context():
+        asgi = current_app.extensions.get(EXTENSION_KEY)
+        if isinstance(asgi, ASGI):
+            return asgi.executor
+    return None

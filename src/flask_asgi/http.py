@@ -1,0 +1,187 @@
+"""One HTTP request: scope -> environ -> Flask's ``wsgi_app`` -> ASGI response messages.
+
+``app.wsgi_app`` is called as a WSGI server would call it, so WSGI middleware assigned to
+it (ProxyFix...) and Flask's whole pipeline run unchanged. For an async endpoint the call
+runs in a request greenlet on the loop; for a sync one, in a worker thread. The same
+:func:`respond` runs in both places: it buffers small known-length bodies into one
+message and streams the rest, sending through :func:`~flask_asgi.bridge.await_`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from .body import RequestBody
+from .bridge import await_, run_in_greenlet, run_in_worker
+from .environ import build_environ
+
+if TYPE_CHECKING:
+    from .extension import ASGI
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class Exchange:
+    """State shared by the loop side and the app side of one request."""
+
+    __slots__ = (
+        "send",
+        "receive",
+        "body",
+        "task",
+        "status",
+        "headers",
+        "started",
+        "finished",
+        "disconnected",
+        "watcher",
+    )
+
+    def __init__(self, send: Send, receive: Receive, body: RequestBody) -> None:
+        self.send = send
+        self.receive = receive
+        self.body = body
+        #: The request task to cancel when the client leaves (async endpoints only).
+        self.task: asyncio.Task[Any] | None = None
+        self.status = 0
+        self.started = False  # http.response.start has been sent
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.finished = False  # the last body message is on its way: disconnect is normal
+        self.disconnected = False
+        self.watcher: asyncio.Task[None] | None = None
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None and self.started:
+            raise exc_info[1].with_traceback(exc_info[2])
+        self.status = int(status[:3])
+        self.headers = [
+            (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers
+        ]
+        return self._write
+
+    def _write(self, data: bytes) -> None:
+        raise NotImplementedError("flask-asgi does not support WSGI's write() callable")
+
+    def content_length(self) -> int | None:
+        for name, value in self.headers:
+            if name == b"content-length":
+                return int(value)
+        return None
+
+
+def respond(
+    wsgi_app: Callable[..., Iterable[bytes]],
+    environ: dict[str, Any],
+    exchange: Exchange,
+    buffer_limit: int,
+) -> list[dict[str, Any]] | None:
+    """Run the WSGI app; return the response messages, or stream them itself and return None.
+
+    Runs in a request greenlet or a worker thread, never directly on the loop.
+    """
+    app_iter = wsgi_app(environ, exchange.start_response)
+    try:
+        iterator = iter(app_iter)
+        first: bytes | None = None
+        if not exchange.status:  # WSGI allows start_response at the first iteration
+            first = next(iterator, b"")
+        length = exchange.content_length()
+        if length is not None and length <= buffer_limit:
+            body = b"".join(iterator) if first is None else first + b"".join(iterator)
+            return [
+                {
+                    "type": "http.response.start",
+                    "status": exchange.status,
+                    "headers": exchange.headers,
+                },
+                {"type": "http.response.body", "body": body},
+            ]
+        await_(_start_streaming(exchange))
+        if first:
+            await_(exchange.send({"type": "http.response.body", "body": first, "more_body": True}))
+        for chunk in iterator:
+            if exchange.disconnected:
+                return None  # closing the iterator below runs the generator's cleanup
+            if chunk:
+                await_(
+                    exchange.send({"type": "http.response.body", "body": chunk, "more_body": True})
+                )
+        exchange.finished = True
+        await_(exchange.send({"type": "http.response.body", "body": b""}))
+        return None
+    finally:
+        close = getattr(app_iter, "close", None)
+        if close is not None:
+            close()
+
+
+async def _start_streaming(exchange: Exchange) -> None:
+    exchange.started = True
+    await exchange.send(
+        {"type": "http.response.start", "status": exchange.status, "headers": exchange.headers}
+    )
+    _watch_disconnect(exchange)
+
+
+def _watch_disconnect(exchange: Exchange) -> None:
+    """Notice the client going away: flag it, and cancel an async endpoint's request task.
+
+    Started only once the request body has been read (the watcher would otherwise take
+    body messages from the app) and only when the request waits or streams, so a
+    request that answers at once costs no extra task.
+    """
+    if exchange.watcher is not None or not exchange.body.complete:
+        return
+    cancel = exchange.task
+
+    async def watch() -> None:
+        while True:
+            message = await exchange.receive()
+            if message["type"] == "http.disconnect":
+                break
+        if not exchange.finished:
+            exchange.disconnected = True
+            if cancel is not None:
+                cancel.cancel()
+
+    exchange.watcher = asyncio.get_running_loop().create_task(watch())
+
+
+async def handle_http(asgi: ASGI, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    """The ASGI entry point for ``http`` scopes."""
+    app = asgi.app
+    environ = build_environ(scope, receive)
+    exchange = Exchange(send, receive, environ["wsgi.input"])
+    try:
+        if asgi.classifier.is_async(environ):
+            task = exchange.task = asyncio.current_task()
+            try:
+                messages = await run_in_greenlet(
+                    respond,
+                    app.wsgi_app,
+                    environ,
+                    exchange,
+                    asgi.buffer_limit,
+                    on_first_await=lambda: _watch_disconnect(exchange),
+                )
+            except asyncio.CancelledError:
+                if exchange.disconnected and task is not None and task.uncancel() == 0:
+                    return  # the client left: the view saw CancelledError, teardown ran
+                raise
+        else:
+            # A sync view cannot be cancelled; a disconnect only stops its streaming.
+            messages = await run_in_worker(
+                asgi.executor, respond, app.wsgi_app, environ, exchange, asgi.buffer_limit
+            )
+        if messages is not None:
+            exchange.finished = True
+            await send(messages[0])
+            await send(messages[1])
+    finally:
+        if exchange.watcher is not None:
+            exchange.watcher.cancel()

@@ -1,0 +1,94 @@
+"""ASGI lifespan: ``before_serving`` / ``while_serving`` / ``after_serving`` hooks.
+
+The hooks run on the server loop inside one app context that lives from startup to
+shutdown, so resources they create (HTTP clients, database engines) belong to the loop that
+serves every request. Sync hooks run in a greenlet and may use ``await_``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import traceback
+from collections.abc import AsyncGenerator, Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+from .bridge import run_in_greenlet
+from .http import Receive, Send
+
+if TYPE_CHECKING:
+    from .extension import ASGI
+
+logger = logging.getLogger("flask_asgi")
+
+Generators = list[AsyncGenerator[Any, None] | Generator[Any, None, None]]
+
+
+async def _call(func: Callable[[], Any]) -> Any:
+    if inspect.iscoroutinefunction(func):
+        return await func()
+    return await run_in_greenlet(func)
+
+
+async def startup(asgi: ASGI) -> Generators:
+    """Run the startup hooks; return the ``while_serving`` generators, paused at their yield."""
+    running: Generators = []
+    for func in asgi.before_serving_funcs:
+        await _call(func)
+    for gen_func in asgi.while_serving_funcs:
+        gen = gen_func()
+        if inspect.isasyncgen(gen):
+            await gen.__anext__()
+        else:
+            await run_in_greenlet(next, gen)
+        running.append(gen)
+    return running
+
+
+async def shutdown(asgi: ASGI, running: Generators) -> None:
+    """Resume the ``while_serving`` generators (last first), then run ``after_serving``."""
+    errors: list[BaseException] = []
+    for gen in reversed(running):
+        try:
+            if inspect.isasyncgen(gen):
+                await gen.__anext__()
+            else:
+                await run_in_greenlet(next, gen)
+        except (StopAsyncIteration, StopIteration):
+            pass
+        except Exception as exc:
+            errors.append(exc)
+        else:
+            errors.append(RuntimeError(f"while_serving generator {gen!r} yielded twice"))
+    for func in asgi.after_serving_funcs:
+        try:
+            await _call(func)
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+async def handle_lifespan(asgi: ASGI, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    """The ASGI entry point for ``lifespan`` scopes."""
+    message = await receive()
+    assert message["type"] == "lifespan.startup"
+    with asgi.app.app_context():
+        try:
+            running = await startup(asgi)
+        except BaseException as exc:
+            logger.error("flask-asgi startup failed", exc_info=exc)
+            text = "".join(traceback.format_exception_only(exc)).strip()
+            await send({"type": "lifespan.startup.failed", "message": text})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        message = await receive()
+        assert message["type"] == "lifespan.shutdown"
+        try:
+            await shutdown(asgi, running)
+        except BaseException as exc:
+            logger.error("flask-asgi shutdown failed", exc_info=exc)
+            text = "".join(traceback.format_exception_only(exc)).strip()
+            await send({"type": "lifespan.shutdown.failed", "message": text})
+            return
+        await send({"type": "lifespan.shutdown.complete"})

@@ -1,0 +1,32 @@
+"""Running an ``ASGI`` app on uvicorn, from code (the CLI uses the same settings)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+
+if TYPE_CHECKING:
+    from .extension import ASGI
+
+
+def uvicorn_config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
+    # "on", not uvicorn's "auto": a failing startup hook must stop the server.
+    options.setdefault("lifespan", "on")
+    return uvicorn.Config(app, host=host, port=port, **options)
+
+
+async def serve(asgi: ASGI, host: str, port: int, **options: Any) -> None:
+    """Serve until the server is told to stop; to be awaited on a running loop."""
+    server = uvicorn.Server(uvicorn_config(asgi, host, port, **options))
+    await server.serve()
+    if not server.started:
+        raise SystemExit(3)  # uvicorn's code for a failed startup
+
+
+def run(asgi: ASGI, host: str, port: int, **options: Any) -> None:
+    """Serve, blocking (uvicorn owns the loop and the signal handlers)."""
+    server = uvicorn.Server(uvicorn_config(asgi, host, port, **options))
+    server.run()
+    if not server.started:
+        raise SystemExit(3)
