@@ -22,7 +22,8 @@ import asyncio
 import contextvars
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import Executor
 from typing import Any, ParamSpec, TypeVar
 
@@ -43,6 +44,70 @@ class BridgeGreenlet(greenlet):  # type: ignore[misc]
     """A greenlet whose parent is an asyncio task that awaits on its behalf."""
 
 
+class _Yield:
+    """A value a coroutine stepped in a greenlet yields to the event loop (a future)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _new_child(fn: Callable[..., Any]) -> BridgeGreenlet:
+    driver = getcurrent()
+    child = BridgeGreenlet(fn, driver)
+    # Share the task's Context: Flask's contexts pushed in the child are seen by the task.
+    child.gr_context = driver.gr_context
+    return child
+
+
+@types.coroutine
+def _serve(child: BridgeGreenlet, request: Any) -> Generator[Any, Any, Any]:
+    """Service ``child`` from the request task until it finishes; return its result.
+
+    ``child`` switches back with either a ``_Yield`` (a coroutine it steps suspended on a
+    future: pass it to the event loop) or an awaitable (sync code called ``await_``:
+    await it here). Exceptions, ``CancelledError`` included, are thrown into the child.
+    """
+    while not child.dead:
+        try:
+            if type(request) is _Yield:
+                value = yield request.value
+            else:
+                value = yield from _drive(request)
+        except BaseException as exc:  # noqa: B036 - the child decides what to do with it
+            request = child.throw(exc)
+        else:
+            request = child.switch(value)
+    return request
+
+
+def _step(coro: Coroutine[Any, Any, T]) -> T:
+    """Run in a child greenlet: step ``coro``, handing each future it yields to the task."""
+    task = getcurrent().parent
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            yielded = coro.send(value) if error is None else coro.throw(error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        try:
+            value, error = task.switch(_Yield(yielded)), None
+        except BaseException as exc:  # noqa: B036 - delivered into the coroutine
+            value, error = None, exc
+
+
+def _drive(awaitable: Awaitable[T]) -> Generator[Any, Any, T]:
+    """Await ``awaitable``; a coroutine is stepped in a child greenlet, so synchronous code
+    it calls (``request.get_json()`` reading the body, Flask helpers that reach async
+    signal receivers...) can use ``await_`` too."""
+    if not inspect.iscoroutine(awaitable):
+        return (yield from awaitable.__await__())
+    child = _new_child(_step)
+    return (yield from _serve(child, child.switch(awaitable)))  # type: ignore[no-any-return]
+
+
 async def run_in_greenlet(
     fn: Callable[..., T],
     *args: Any,
@@ -53,24 +118,22 @@ async def run_in_greenlet(
     Must be called from a coroutine running in an asyncio task. Exceptions raised while
     awaiting (``CancelledError`` included) are thrown into the greenlet, so Flask's own
     error handling and teardown see them exactly as they would see a sync exception.
+    ``on_first_await`` is called when ``fn`` first waits (it did not finish at once).
     """
-    driver = getcurrent()
-    child = BridgeGreenlet(fn, driver)
-    child.gr_context = driver.gr_context
+    child = _new_child(fn)
     request = child.switch(*args)
     if child.dead:
         return request  # type: ignore[no-any-return]
     if on_first_await is not None:
         on_first_await()
-    while True:
-        try:
-            value = await request
-        except BaseException as exc:  # noqa: B036 - the greenlet decides what to do with it
-            request = child.throw(exc)
-        else:
-            request = child.switch(value)
-        if child.dead:
-            return request  # type: ignore[no-any-return]
+    return await _serve(child, request)  # type: ignore[no-any-return]
+
+
+@types.coroutine
+def greenlet_await(awaitable: Awaitable[T]) -> Generator[Any, Any, T]:
+    """``await greenlet_await(coro)``: like ``await coro``, but sync code that ``coro``
+    calls may use ``await_``."""
+    return (yield from _drive(awaitable))
 
 
 async def _await(awaitable: Awaitable[T]) -> T:
@@ -100,8 +163,11 @@ def await_(awaitable: Awaitable[T]) -> T:
                 "flask_asgi.await_() was called on the event loop's thread outside a request"
                 " greenlet; use 'await' in async code, or flask_asgi.run_sync() for blocking code"
             )
-    coro = awaitable if inspect.iscoroutine(awaitable) else _await(awaitable)
-    return asyncio.run_coroutine_threadsafe(coro, loop).result()
+    coro: Coroutine[Any, Any, T] = (
+        awaitable if inspect.iscoroutine(awaitable) else _await(awaitable)
+    )
+    result: T = asyncio.run_coroutine_threadsafe(coro, loop).result()
+    return result
 
 
 def async_to_sync(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:

@@ -8,6 +8,7 @@ module's :func:`app_factory`, which finds the app again the way the ``flask`` co
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import click
 import uvicorn
@@ -47,33 +48,19 @@ def serve_command(
     log_level: str,
     root_path: str,
 ) -> None:
-    options = {"log_level": log_level, "root_path": root_path}
+    options: dict[str, Any] = {"log_level": log_level, "root_path": root_path}
     if workers > 1 or reload:
+        # uvicorn's own processes cannot be handed an app object: they import the factory.
         if info.app_import_path:
             os.environ[_APP_ENV] = info.app_import_path
         info.load_app()  # fail here, with Flask's message, if the app cannot be found
-        config = uvicorn_config(
-            "flask_asgi.cli:app_factory",
-            host,
-            port,
-            factory=True,
-            workers=workers,
-            reload=reload,
-            **options,
-        )
+        target: Any = "flask_asgi.cli:app_factory"
+        options.update(factory=True, workers=workers, reload=reload)
     else:
-        config = uvicorn_config(ASGI.of(info.load_app()), host, port, **options)
-    server = uvicorn.Server(config)
-    if config.should_reload or config.workers > 1:
-        sock = config.bind_socket()
-        if config.should_reload:
-            from uvicorn.supervisors import ChangeReload
-
-            ChangeReload(config, target=server.run, sockets=[sock]).run()
-        else:
-            from uvicorn.supervisors import Multiprocess
-
-            Multiprocess(config, target=server.run, sockets=[sock]).run()
+        target = ASGI.of(info.load_app())
+    server = uvicorn.Server(uvicorn_config(target, host, port, **options))
+    if server.config.should_reload or server.config.workers > 1:
+        uvicorn.run(target, host=host, port=port, lifespan="on", **options)
         return
     server.run()
     if not server.started:

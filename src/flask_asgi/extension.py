@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -70,10 +71,7 @@ class ASGI:
     def executor(self) -> ThreadPoolExecutor:
         """The bounded pool that runs sync endpoints and ``run_sync`` calls."""
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                max_workers=int(self.app.config["FLASK_ASGI_THREADS"]),
-                thread_name_prefix="flask-asgi-worker",
-            )
+            self._executor = worker_pool(int(self.app.config["FLASK_ASGI_THREADS"]))
         return self._executor
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -133,6 +131,22 @@ class ASGI:
         from .testing import Lifespan
 
         return Lifespan(self)
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def worker_pool(size: int) -> ThreadPoolExecutor:
+    """The process-wide worker pool of ``size`` threads (apps of one size share it, so the
+    bound holds per process however many apps are created, as in a test suite)."""
+    with _pools_lock:
+        pool = _pools.get(size)
+        if pool is None:
+            pool = _pools[size] = ThreadPoolExecutor(
+                max_workers=size, thread_name_prefix="flask-asgi-worker"
+            )
+        return pool
 
 
 def current_executor() -> ThreadPoolExecutor | None:

@@ -13,7 +13,7 @@ import traceback
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-from .bridge import run_in_greenlet
+from .bridge import greenlet_await, run_in_greenlet
 from .http import Receive, Send
 
 if TYPE_CHECKING:
@@ -24,9 +24,13 @@ logger = logging.getLogger("flask_asgi")
 Generators = list[AsyncGenerator[Any, None] | Generator[Any, None, None]]
 
 
+async def _anext(gen: Any) -> Any:
+    return await anext(gen)
+
+
 async def _call(func: Callable[[], Any]) -> Any:
     if inspect.iscoroutinefunction(func):
-        return await func()
+        return await greenlet_await(func())
     return await run_in_greenlet(func)
 
 
@@ -38,7 +42,7 @@ async def startup(asgi: ASGI) -> Generators:
     for gen_func in asgi.while_serving_funcs:
         gen = gen_func()
         if inspect.isasyncgen(gen):
-            await gen.__anext__()
+            await greenlet_await(_anext(gen))
         else:
             await run_in_greenlet(next, gen)
         running.append(gen)
@@ -51,7 +55,7 @@ async def shutdown(asgi: ASGI, running: Generators) -> None:
     for gen in reversed(running):
         try:
             if inspect.isasyncgen(gen):
-                await gen.__anext__()
+                await greenlet_await(_anext(gen))
             else:
                 await run_in_greenlet(next, gen)
         except (StopAsyncIteration, StopIteration):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from typing import Any, TypeVar
 
 from flask import has_request_context, stream_with_context
@@ -10,6 +10,11 @@ from flask import has_request_context, stream_with_context
 from .bridge import await_
 
 T = TypeVar("T")
+
+
+async def _anext(iterator: AsyncIterator[T]) -> T:
+    # A coroutine (not anext's awaitable), so the iterator's steps run in a greenlet.
+    return await anext(iterator)
 
 
 class AsyncIteratorBridge(Iterator[T]):
@@ -25,7 +30,7 @@ class AsyncIteratorBridge(Iterator[T]):
 
     def __next__(self) -> T:
         try:
-            return await_(anext(self._iterator))
+            return await_(_anext(self._iterator))
         except StopAsyncIteration:
             raise StopIteration from None
 

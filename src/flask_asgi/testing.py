@@ -9,9 +9,9 @@ runs it on the shared background loop; the async client on the test's own loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import flask.testing
@@ -23,6 +23,8 @@ from .environ import ENVIRON_EXTENSION
 
 if TYPE_CHECKING:
     from .extension import ASGI
+
+T = TypeVar("T")
 
 #: Environ keys that the ASGI scope carries, or that the ASGI side builds itself.
 _SCOPE_KEYS = {
@@ -75,6 +77,21 @@ def scope_from_environ(environ: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class _Interrupted(Exception):
+    """Carries KeyboardInterrupt/SystemExit out of a loop task, which they would stop."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _call(coro: Coroutine[Any, Any, T]) -> T:
+    """``await_(coro)``, re-raising a KeyboardInterrupt/SystemExit the app raised."""
+    try:
+        return await_(coro)
+    except _Interrupted as interrupted:
+        raise interrupted.error from None
+
+
 class _ResponseBody(Iterator[bytes]):
     """The response body as the ASGI app sends it, pulled lazily by the test."""
 
@@ -82,13 +99,13 @@ class _ResponseBody(Iterator[bytes]):
         self._exchange = exchange
 
     def __next__(self) -> bytes:
-        chunk = await_(self._exchange.next_chunk())
+        chunk = _call(self._exchange.next_chunk())
         if chunk is None:
             raise StopIteration
         return chunk
 
     def close(self) -> None:
-        await_(self._exchange.close())
+        _call(self._exchange.close())
 
 
 class _Exchange:
@@ -101,10 +118,23 @@ class _Exchange:
         self.gone = asyncio.Event()
         self.body_sent = False
         self.more_body = True
-        self.task = asyncio.get_running_loop().create_task(
-            asgi(self.scope, self.receive, self.send)
-        )
+        self.error: BaseException | None = None
+        self.task = asyncio.get_running_loop().create_task(self._run(asgi))
         self.task.add_done_callback(lambda _: self.messages.put_nowait(None))
+
+    async def _run(self, asgi: ASGI) -> None:
+        try:
+            await asgi(self.scope, self.receive, self.send)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            # Raised into the loop, these would stop it: hand them to the test instead.
+            self.error = exc
+
+    def _raise_error(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise _Interrupted(error)
+        if self.task.done() and not self.task.cancelled() and self.task.exception():
+            self.task.result()
 
     async def receive(self) -> dict[str, Any]:
         if not self.body_sent:
@@ -131,7 +161,7 @@ class _Exchange:
         message = await self.messages.get()
         if message is None:  # the app returned (or raised) before it finished its response
             self.gone.set()
-            self.task.result()  # raises the app's exception, as Werkzeug's client would
+            self._raise_error()  # the app's exception, raised here as Werkzeug's client would
             raise RuntimeError("the ASGI app returned without completing its response")
         return message
 
@@ -161,8 +191,7 @@ class _Exchange:
             await asyncio.wait({self.task}, timeout=5)
             if not self.task.done():
                 self.task.cancel()
-        if self.task.done() and not self.task.cancelled() and self.task.exception():
-            self.task.result()
+        self._raise_error()
 
 
 def asgi_as_wsgi(asgi: ASGI) -> Any:
@@ -173,7 +202,7 @@ def asgi_as_wsgi(asgi: ASGI) -> Any:
             exchange = _Exchange(asgi, environ)
             return exchange, await exchange.start()
 
-        exchange, (status, headers) = await_(begin())
+        exchange, (status, headers) = _call(begin())
         start_response(status, headers)
         return _ResponseBody(exchange)
 

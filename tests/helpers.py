@@ -1,0 +1,108 @@
+"""Helpers shared by the tests: free ports, uvicorn in a thread, ``flask serve`` subprocesses."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def run_live(asgi: Any, **options: Any) -> Iterator[str]:
+    """Serve ``asgi`` on a real uvicorn server in a background thread; yield its base URL."""
+    port = free_port()
+    options.setdefault("lifespan", "on")
+    options.setdefault("log_level", "warning")
+    # Leave logging alone: uvicorn's records then reach the root logger (and caplog).
+    options.setdefault("log_config", None)
+    server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=port, **options))
+    exit_codes: list[Any] = []
+
+    def serve() -> None:
+        try:
+            server.run()
+        except SystemExit as exit:  # uvicorn's way to report a failed startup
+            exit_codes.append(exit.code)
+
+    thread = threading.Thread(target=serve, name="uvicorn-test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive():
+            thread.join(5)
+            raise RuntimeError(f"uvicorn exited before it started (exit code {exit_codes})")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError("uvicorn did not start in time")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        assert not thread.is_alive(), "uvicorn did not shut down"
+
+
+class CLIServer:
+    """``flask --app <target> serve`` running as a subprocess."""
+
+    def __init__(self, target: str, port: int, cwd: Path, extra: list[str]) -> None:
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop("FLASK_APP", None)
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "flask"), "--app", target, "serve", "--port", str(port), *extra],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.output()}")
+            try:
+                httpx.get(self.base_url + "/__ready_probe__", timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    def output(self) -> str:
+        if self.proc.poll() is None:
+            self.stop()
+        assert self.proc.stdout is not None
+        return self.proc.stdout.read()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
