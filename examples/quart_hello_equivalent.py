@@ -10,11 +10,11 @@ app = Flask(__name__)
 asgi = ASGI(app)
 
 
-@app.route('/')
+@app.route("/")
 async def hello_world():
     await asyncio.sleep(2)  # a simulated async operation
-    return 'Hello, world!'
+    return "Hello, world!"
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     asyncio.run(asgi.serve("127.0.0.1", 5000))

@@ -172,11 +172,6 @@ def test_chunked_upload_under_limit(live_server: Any) -> None:
     assert seen == [4 * 64 * 1024]
 
 
-@pytest.mark.xfail(
-    reason="BUG: a chunked body over MAX_CONTENT_LENGTH is silently truncated to the limit "
-    "(Werkzeug's LimitedStream.readall stops at the limit); RequestBody never raises 413",
-    strict=True,
-)
 def test_chunked_upload_over_limit_is_413(live_server: Any) -> None:
     app, asgi, seen = make_upload_app(1024 * 1024)
     base = live_server(asgi)

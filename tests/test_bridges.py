@@ -172,13 +172,6 @@ DEADLOCK_SCRIPT = textwrap.dedent(
     """
 )
 
-
-@pytest.mark.xfail(
-    reason="BUG: a coroutine that a worker thread hands to the loop via await_ inherits the "
-    "worker's _worker_loop contextvar; a nested await_ there (e.g. an async before_request "
-    "reading request.get_json() for a sync view) calls run_coroutine_threadsafe(...).result() "
-    "on the loop thread and deadlocks the whole loop",
-    strict=True,
 )
 def test_sync_body_read_in_async_hook_of_sync_view_does_not_hang() -> None:
     # In a subprocess: the bug blocks the loop thread forever.

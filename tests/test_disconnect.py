@@ -148,11 +148,6 @@ def test_disconnect_cancels_waiting_async_view(served: tuple[str, Events]) -> No
     assert httpx.get(base + "/ping").text == "pong"
 
 
-@pytest.mark.xfail(
-    reason="BUG: the disconnect watcher is only started at the first await, and not when the "
-    "body is still unread then; an async view that read a body is never cancelled",
-    strict=True,
-)
 def test_disconnect_cancels_async_view_that_read_a_body(served: tuple[str, Events]) -> None:
     base, events = served
     send_and_leave(

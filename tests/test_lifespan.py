@@ -87,11 +87,6 @@ SHUTDOWN_SYNC_GEN = [
     "sync_while:stop@lifespan_app",
     *SHUTDOWN[1:],
 ]
-BUG_SYNC_GENERATOR = (
-    "BUG: shutdown resumes a sync while_serving generator with run_in_greenlet(next, gen); "
-    "its StopIteration leaves a coroutine and becomes 'RuntimeError: coroutine raised "
-    "StopIteration', so every clean shutdown is reported as lifespan.shutdown.failed"
-)
 
 
 def test_hooks_on_real_uvicorn(caplog: pytest.LogCaptureFixture) -> None:
@@ -103,7 +98,6 @@ def test_hooks_on_real_uvicorn(caplog: pytest.LogCaptureFixture) -> None:
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-@pytest.mark.xfail(reason=BUG_SYNC_GENERATOR, strict=True)
 def test_sync_while_serving_generator_on_real_uvicorn(caplog: pytest.LogCaptureFixture) -> None:
     app, asgi, calls = build_app(sync_generator=True)
     with run_live(asgi) as base:
@@ -114,7 +108,6 @@ def test_sync_while_serving_generator_on_real_uvicorn(caplog: pytest.LogCaptureF
     assert errors == []  # today: "flask-asgi shutdown failed" + uvicorn's report
 
 
-@pytest.mark.xfail(reason=BUG_SYNC_GENERATOR, strict=True)
 def test_sync_while_serving_generator_via_serving() -> None:
     app, asgi, calls = build_app(sync_generator=True)
     with asgi.serving():

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from werkzeug.exceptions import BadRequest, ClientDisconnected
+from flask import has_request_context, request
+from werkzeug.exceptions import BadRequest, ClientDisconnected, RequestEntityTooLarge
 
 from .bridge import await_
 
@@ -21,13 +22,26 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 class RequestBody:
     """A read-only, file-like view of the request body (``wsgi.input``)."""
 
-    __slots__ = ("_receive", "_remaining", "_buffer", "complete", "disconnected")
+    __slots__ = (
+        "_receive",
+        "_remaining",
+        "_received",
+        "_limit",
+        "_buffer",
+        "complete",
+        "disconnected",
+        "on_complete",
+    )
 
     def __init__(self, receive: Receive, content_length: int | None, complete: bool) -> None:
         self._receive = receive
         #: Bytes still allowed by Content-Length (None when the body is chunked).
         self._remaining = content_length
+        self._received = 0
+        self._limit: int | None | bool = False  # False: not looked up yet
         self._buffer = b""
+        #: Called (on the thread that read it) when the last body message has arrived.
+        self.on_complete: Callable[[], None] | None = None
         #: True once the last body message has been received (or there is no body).
         self.complete = complete
         self.disconnected = False
@@ -44,13 +58,33 @@ class RequestBody:
         if self._remaining is not None:
             self._remaining -= len(chunk)
             if self._remaining < 0:
-                self.complete = True
+                self._finish()
                 raise BadRequest("The request body is longer than its Content-Length.")
+        else:
+            self._check_limit(len(chunk))
         if not message.get("more_body", False):
-            self.complete = True
+            self._finish()
             if self._remaining:
                 raise ClientDisconnected("The request body is shorter than its Content-Length.")
         self._buffer += chunk
+
+    def _finish(self) -> None:
+        self.complete = True
+        if self.on_complete is not None:
+            self.on_complete()
+
+    def _check_limit(self, size: int) -> None:
+        """Refuse a chunked body (no Content-Length) once it passes MAX_CONTENT_LENGTH.
+
+        Werkzeug checks Content-Length up front, but for a chunked body its LimitedStream
+        stops quietly at the limit, handing the app a truncated body: answer 413 instead.
+        """
+        if self._limit is False:
+            self._limit = request.max_content_length if has_request_context() else None
+        self._received += size
+        if self._limit is not None and self._received > self._limit:
+            self._finish()
+            raise RequestEntityTooLarge()
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:

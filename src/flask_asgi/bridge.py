@@ -136,8 +136,10 @@ def greenlet_await(awaitable: Awaitable[T]) -> Generator[Any, Any, T]:
     return (yield from _drive(awaitable))
 
 
-async def _await(awaitable: Awaitable[T]) -> T:
-    return await awaitable
+async def _on_loop(awaitable: Awaitable[T]) -> T:
+    """Await, on the loop, what a thread handed over (this task has its own Context copy)."""
+    _worker_loop.set(None)  # nested await_ calls happen on the loop now, not in the thread
+    return await greenlet_await(awaitable)
 
 
 def await_(awaitable: Awaitable[T]) -> T:
@@ -163,10 +165,7 @@ def await_(awaitable: Awaitable[T]) -> T:
                 "flask_asgi.await_() was called on the event loop's thread outside a request"
                 " greenlet; use 'await' in async code, or flask_asgi.run_sync() for blocking code"
             )
-    coro: Coroutine[Any, Any, T] = (
-        awaitable if inspect.iscoroutine(awaitable) else _await(awaitable)
-    )
-    result: T = asyncio.run_coroutine_threadsafe(coro, loop).result()
+    result: T = asyncio.run_coroutine_threadsafe(_on_loop(awaitable), loop).result()
     return result
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -20,6 +21,27 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXTENSION_KEY = "flask_asgi"
 
 
+class ServingHooks:
+    """The lifespan hooks registered for an app, kept in ``app.extensions``.
+
+    It holds no reference to the app or to the ``ASGI`` object (only a weak one), so
+    attaching flask-asgi creates no reference cycle: an app is freed as soon as its last
+    reference goes, as Flask promises. Hooks live here, not on the ``ASGI`` object, so
+    ``flask serve`` finds them even when the ``ASGI`` object that registered them is gone.
+    """
+
+    def __init__(self) -> None:
+        self.before_serving: list[Callable[[], Any]] = []
+        self.after_serving: list[Callable[[], Any]] = []
+        self.while_serving: list[Callable[[], Any]] = []
+        self.asgi: weakref.ref[ASGI] | None = None
+
+    def adopt(self, other: ServingHooks) -> None:
+        self.before_serving += other.before_serving
+        self.after_serving += other.after_serving
+        self.while_serving += other.while_serving
+
+
 class ASGI:
     """Serve a Flask app on ASGI: ``asgi = ASGI(app)``, then ``uvicorn module:asgi``.
 
@@ -29,9 +51,7 @@ class ASGI:
 
     def __init__(self, app: Flask | None = None) -> None:
         self._app: Flask | None = None
-        self.before_serving_funcs: list[Callable[[], Any]] = []
-        self.after_serving_funcs: list[Callable[[], Any]] = []
-        self.while_serving_funcs: list[Callable[[], Any]] = []
+        self.hooks = ServingHooks()
         self._executor: ThreadPoolExecutor | None = None
         self.classifier: EndpointClassifier
         self.buffer_limit = DEFAULTS["FLASK_ASGI_RESPONSE_BUFFER"]
@@ -52,14 +72,24 @@ class ASGI:
             from .testing import FlaskClient
 
             app.test_client_class = FlaskClient
-        app.extensions[EXTENSION_KEY] = self
+        existing = app.extensions.get(EXTENSION_KEY)
+        if isinstance(existing, ServingHooks) and existing is not self.hooks:
+            existing.adopt(self.hooks)
+            self.hooks = existing
+        app.extensions[EXTENSION_KEY] = self.hooks
+        self.hooks.asgi = weakref.ref(self)
         self.classifier = EndpointClassifier(app)
 
     @classmethod
     def of(cls, app: Flask) -> ASGI:
-        """The ``ASGI`` object attached to ``app``, attaching a new one if there is none."""
-        existing = app.extensions.get(EXTENSION_KEY)
-        return existing if isinstance(existing, ASGI) else cls(app)
+        """The ``ASGI`` object serving ``app``, making one (with the app's hooks) if none
+        is alive."""
+        hooks = app.extensions.get(EXTENSION_KEY)
+        if isinstance(hooks, ServingHooks) and hooks.asgi is not None:
+            asgi = hooks.asgi()
+            if asgi is not None:
+                return asgi
+        return cls(app)
 
     @property
     def app(self) -> Flask:
@@ -91,18 +121,18 @@ class ASGI:
 
     def before_serving(self, func: F) -> F:
         """Register ``func`` (sync or async) to run once at startup, in an app context."""
-        self.before_serving_funcs.append(func)
+        self.hooks.before_serving.append(func)
         return func
 
     def after_serving(self, func: F) -> F:
         """Register ``func`` (sync or async) to run once at shutdown, in an app context."""
-        self.after_serving_funcs.append(func)
+        self.hooks.after_serving.append(func)
         return func
 
     def while_serving(self, func: F) -> F:
         """Register a generator function: code before its ``yield`` runs at startup, after
         it at shutdown (``async def`` generators too)."""
-        self.while_serving_funcs.append(func)
+        self.hooks.while_serving.append(func)
         return func
 
     # -- running --------------------------------------------------------------------------
@@ -151,8 +181,6 @@ def worker_pool(size: int) -> ThreadPoolExecutor:
 
 def current_executor() -> ThreadPoolExecutor | None:
     """The worker pool of the current app's ``ASGI`` (None: the loop's default pool)."""
-    if has_app_context():
-        asgi = current_app.extensions.get(EXTENSION_KEY)
-        if isinstance(asgi, ASGI):
-            return asgi.executor
+    if has_app_context() and EXTENSION_KEY in current_app.extensions:
+        return worker_pool(int(current_app.config["FLASK_ASGI_THREADS"]))
     return None

@@ -152,6 +152,15 @@ def _watch_disconnect(exchange: Exchange) -> None:
     exchange.watcher = asyncio.get_running_loop().create_task(watch())
 
 
+def _first_await(exchange: Exchange) -> None:
+    # Only requests that really wait need someone listening for a disconnect; one whose
+    # body is still arriving gets it when the body is complete.
+    if exchange.body.complete:
+        _watch_disconnect(exchange)
+    else:
+        exchange.body.on_complete = lambda: _watch_disconnect(exchange)
+
+
 async def handle_http(asgi: ASGI, scope: dict[str, Any], receive: Receive, send: Send) -> None:
     """The ASGI entry point for ``http`` scopes."""
     app = asgi.app
@@ -167,7 +176,7 @@ async def handle_http(asgi: ASGI, scope: dict[str, Any], receive: Receive, send:
                     environ,
                     exchange,
                     asgi.buffer_limit,
-                    on_first_await=lambda: _watch_disconnect(exchange),
+                    on_first_await=lambda: _first_await(exchange),
                 )
             except asyncio.CancelledError:
                 if exchange.disconnected and task is not None and task.uncancel() == 0:

@@ -24,8 +24,11 @@ logger = logging.getLogger("flask_asgi")
 Generators = list[AsyncGenerator[Any, None] | Generator[Any, None, None]]
 
 
-async def _anext(gen: Any) -> Any:
-    return await anext(gen)
+_DONE = object()
+
+
+async def _anext(gen: Any, *default: Any) -> Any:
+    return await anext(gen, *default)
 
 
 async def _call(func: Callable[[], Any]) -> Any:
@@ -37,14 +40,14 @@ async def _call(func: Callable[[], Any]) -> Any:
 async def startup(asgi: ASGI) -> Generators:
     """Run the startup hooks; return the ``while_serving`` generators, paused at their yield."""
     running: Generators = []
-    for func in asgi.before_serving_funcs:
+    for func in asgi.hooks.before_serving:
         await _call(func)
-    for gen_func in asgi.while_serving_funcs:
+    for gen_func in asgi.hooks.while_serving:
         gen = gen_func()
         if inspect.isasyncgen(gen):
             await greenlet_await(_anext(gen))
         else:
-            await run_in_greenlet(next, gen)
+            await run_in_greenlet(next, gen, None)
         running.append(gen)
     return running
 
@@ -55,16 +58,15 @@ async def shutdown(asgi: ASGI, running: Generators) -> None:
     for gen in reversed(running):
         try:
             if inspect.isasyncgen(gen):
-                await greenlet_await(_anext(gen))
+                more = await greenlet_await(_anext(gen, _DONE)) is not _DONE
             else:
-                await run_in_greenlet(next, gen)
-        except (StopAsyncIteration, StopIteration):
-            pass
+                more = await run_in_greenlet(next, gen, _DONE) is not _DONE
         except Exception as exc:
             errors.append(exc)
         else:
-            errors.append(RuntimeError(f"while_serving generator {gen!r} yielded twice"))
-    for func in asgi.after_serving_funcs:
+            if more:
+                errors.append(RuntimeError(f"while_serving generator {gen!r} yielded twice"))
+    for func in asgi.hooks.after_serving:
         try:
             await _call(func)
         except Exception as exc:

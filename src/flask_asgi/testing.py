@@ -54,8 +54,8 @@ def scope_from_environ(environ: dict[str, Any]) -> dict[str, Any]:
             if value:
                 name = key.replace("_", "-").lower()
                 headers.append((name.encode("latin-1"), value.encode("latin-1")))
-        elif key not in _SCOPE_KEYS and not key.startswith("wsgi."):
-            extra[key] = value
+        elif key not in _SCOPE_KEYS and (key == "wsgi.errors" or not key.startswith("wsgi.")):
+            extra[key] = value  # WSGI-only keys (errors stream, Werkzeug's hooks) ride along
     root_path = environ.get("SCRIPT_NAME", "").encode("latin-1").decode("utf-8", "surrogateescape")
     path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "surrogateescape")
     protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
