@@ -172,7 +172,7 @@ DEADLOCK_SCRIPT = textwrap.dedent(
     """
 )
 
-)
+
 def test_sync_body_read_in_async_hook_of_sync_view_does_not_hang() -> None:
     # In a subprocess: the bug blocks the loop thread forever.
     proc = subprocess.run(

@@ -1,0 +1,124 @@
+"""Run Flask's own test suite twice, plain and through flask-asgi, and compare.
+
+Usage: ``python conformance/run.py`` (the test suite calls it: tests/test_conformance.py).
+Downloads Flask's sdist (it ships ``tests/``) for the installed Flask version into
+``.cache/conformance``, runs its tests on plain Flask, then again with the
+``flask_asgi_conformance`` plugin, which serves every app through flask-asgi and sends every
+test-client request through the ASGI path. Prints a summary and writes it as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import xml.etree.ElementTree as ET
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".cache" / "conformance"
+
+
+def flask_tests() -> Path:
+    """The ``tests/`` folder of the installed Flask version's sdist, downloaded once."""
+    flask_version = version("flask")
+    folder = CACHE / f"flask-{flask_version}"
+    if (folder / "tests").is_dir():
+        return folder
+    CACHE.mkdir(parents=True, exist_ok=True)
+    sdist = CACHE / f"flask-{flask_version}.tar.gz"
+    if not sdist.exists():
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"flask=={flask_version}",
+                "-d",
+                str(CACHE),
+            ],
+            check=True,
+        )
+    with tarfile.open(sdist) as tar:
+        tar.extractall(CACHE, filter="data")
+    return folder
+
+
+def run_suite(folder: Path, through_asgi: bool) -> tuple[dict[str, str], str]:
+    """Run the suite; return each test's outcome and pytest's last lines."""
+    report = CACHE / ("asgi.xml" if through_asgi else "plain.xml")
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "tests",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:asyncio",
+        f"--junitxml={report}",
+    ]
+    env = dict(os.environ)
+    if through_asgi:
+        command += ["-p", "flask_asgi_conformance"]
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(ROOT / "conformance"), env.get("PYTHONPATH")])
+        )
+    done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    outcomes: dict[str, str] = {}
+    for case in ET.parse(report).iter("testcase"):
+        name = f"{case.get('classname', '').replace('.', '/')}.py::{case.get('name')}"
+        name = name.replace("tests/", "tests/", 1)
+        kinds = {child.tag for child in case}
+        outcome = "passed"
+        for tag in ("failure", "error", "skipped"):
+            if tag in kinds:
+                outcome = "failed" if tag in ("failure", "error") else "skipped"
+        outcomes[name] = outcome
+    tail = "\n".join(done.stdout.strip().splitlines()[-3:])
+    return outcomes, tail
+
+
+def main() -> int:
+    folder = flask_tests()
+    plain, plain_tail = run_suite(folder, through_asgi=False)
+    asgi, asgi_tail = run_suite(folder, through_asgi=True)
+    baseline = sorted(name for name, outcome in plain.items() if outcome == "passed")
+    differing = [name for name in baseline if asgi.get(name) != "passed"]
+    requests = 0
+    for line in asgi_tail.splitlines():
+        if line.startswith("flask-asgi:"):
+            requests = int(line.split()[1])
+    summary = {
+        "flask": version("flask"),
+        "werkzeug": version("werkzeug"),
+        "passing_on_plain_flask": len(baseline),
+        "passing_through_flask_asgi": len(baseline) - len(differing),
+        "differing": differing,
+        "asgi_requests": requests,
+    }
+    (CACHE / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"plain Flask:      {plain_tail.splitlines()[-1]}")
+    print(f"through flask-asgi: {asgi_tail.splitlines()[-1]}")
+    print(
+        f"Flask {summary['flask']} test suite through flask-asgi: "
+        f"{summary['passing_through_flask_asgi']} of {summary['passing_on_plain_flask']} "
+        f"tests that pass on plain Flask also pass ({requests} test-client requests went "
+        "through the ASGI path)"
+    )
+    for name in differing:
+        print(f"  differs: {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
