@@ -18,30 +18,23 @@ What it shows:
 * ``/stream`` streams an async generator with ``flask_asgi.stream``.
 * ``/stats`` reports the threads in the process and what the shared client has done.
 
-The client is httpx's ``AsyncClient`` when httpx is installed (``pip install httpx``, or
-the project's ``[test]`` extra); otherwise a minimal keep-alive client on asyncio
-streams below stands in for it, so the demo needs nothing beyond flask-asgi itself.
+The client is httpx's ``AsyncClient`` (installed by the project's ``[demo]`` extra).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import click
+import httpx
 from flask import Flask, Response, jsonify, render_template_string, request
 
 import flask_asgi
 from flask_asgi import ASGI
-
-try:
-    import httpx
-except ImportError:  # the demo also runs on a bare `pip install flask-asgi`
-    httpx = None  # type: ignore[assignment]
 
 app = Flask(__name__)
 asgi = ASGI(app)
@@ -50,63 +43,10 @@ asgi = ASGI(app)
 # -- the shared, loop-bound HTTP client ------------------------------------------------------
 
 
-class MiniClient:
-    """A tiny HTTP/1.1 keep-alive client on asyncio streams (stands in for httpx).
-
-    Like httpx's pool, its idle connections belong to the event loop that opened them:
-    reusing them from another loop fails, which is the point of the demo.
-    """
-
-    def __init__(self) -> None:
-        self._idle: dict[tuple[str, int], list[tuple[asyncio.StreamReader, Any]]] = {}
-        self.connections_opened = 0
-
-    async def get_json(self, host: str, port: int, target: str) -> Any:
-        idle = self._idle.setdefault((host, port), [])
-        while True:
-            reused = bool(idle)
-            if reused:
-                reader, writer = idle.pop()
-            else:
-                reader, writer = await asyncio.open_connection(host, port)
-                self.connections_opened += 1
-            try:
-                status, body = await self._get(reader, writer, host, port, target)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                writer.close()
-                if reused:
-                    continue  # the server had closed this idle keep-alive connection
-                raise
-            idle.append((reader, writer))
-            if status != 200:
-                raise RuntimeError(f"GET {target} answered {status}")
-            return json.loads(body)
-
-    @staticmethod
-    async def _get(
-        reader: asyncio.StreamReader, writer: Any, host: str, port: int, target: str
-    ) -> tuple[int, bytes]:
-        writer.write(f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode("latin-1"))
-        await writer.drain()
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        return int(head.split(b" ", 2)[1]), await reader.readexactly(length)
-
-    async def aclose(self) -> None:
-        for idle in self._idle.values():
-            for _, writer in idle:
-                writer.close()
-        self._idle.clear()
-
-
 class Upstream:
     """The app-wide client state: created at startup, closed at shutdown."""
 
-    client: Any = None  # httpx.AsyncClient or MiniClient
+    client: httpx.AsyncClient | None = None
     kind = ""
     created_at = 0.0
     calls = 0
@@ -117,20 +57,16 @@ upstream = Upstream()
 
 async def get_json(host: str, port: int, target: str) -> Any:
     upstream.calls += 1
-    if httpx is not None:
-        url_host = f"[{host}]" if ":" in host else host
-        response = await upstream.client.get(f"http://{url_host}:{port}{target}")
-        response.raise_for_status()
-        return response.json()
-    return await upstream.client.get_json(host, port, target)
+    assert upstream.client is not None, "the client is opened by the before_serving hook"
+    url_host = f"[{host}]" if ":" in host else host
+    response = await upstream.client.get(f"http://{url_host}:{port}{target}")
+    response.raise_for_status()
+    return response.json()
 
 
 @asgi.before_serving
 async def open_client() -> None:
-    if httpx is not None:
-        upstream.client, upstream.kind = httpx.AsyncClient(timeout=10), "httpx.AsyncClient"
-    else:
-        upstream.client, upstream.kind = MiniClient(), "MiniClient"
+    upstream.client, upstream.kind = httpx.AsyncClient(timeout=10), "httpx.AsyncClient"
     upstream.created_at = time.time()
     announce()
 
@@ -287,7 +223,6 @@ async def stats() -> Response:
             "id": hex(id(client)) if client is not None else None,
             "age_s": round(time.time() - upstream.created_at, 1) if client is not None else None,
             "calls": upstream.calls,
-            "connections_opened": getattr(client, "connections_opened", None),
         },
     )
 
