@@ -62,19 +62,20 @@ def _new_child(fn: Callable[..., Any]) -> BridgeGreenlet:
 
 
 @types.coroutine
-def _serve(child: BridgeGreenlet, request: Any) -> Generator[Any, Any, Any]:
+def _serve(
+    child: BridgeGreenlet, request: Any, on_suspend: Callable[[], None] | None = None
+) -> Generator[Any, Any, Any]:
     """Service ``child`` from the request task until it finishes; return its result.
 
-    ``child`` switches back with either a ``_Yield`` (a coroutine it steps suspended on a
-    future: pass it to the event loop) or an awaitable (sync code called ``await_``:
-    await it here). Exceptions, ``CancelledError`` included, are thrown into the child.
+    Until it dies, ``child`` switches back only with a ``_Yield``: something it awaits is
+    suspended on a future, which goes up to the event loop from here. What the loop sends
+    back (or throws, ``CancelledError`` included) is passed into the child.
     """
+    if on_suspend is not None and not child.dead:
+        on_suspend()
     while not child.dead:
         try:
-            if type(request) is _Yield:
-                value = yield request.value
-            else:
-                value = yield from _drive(request)
+            value = yield request.value
         except BaseException as exc:  # noqa: B036 - the child decides what to do with it
             request = child.throw(exc)
         else:
@@ -82,30 +83,27 @@ def _serve(child: BridgeGreenlet, request: Any) -> Generator[Any, Any, Any]:
     return request
 
 
-def _step(coro: Coroutine[Any, Any, T]) -> T:
-    """Run in a child greenlet: step ``coro``, handing each future it yields to the task."""
+def _step(awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` from synchronous code running in a ``BridgeGreenlet``.
+
+    The awaitable is stepped right here, in the greenlet, so sync code that it calls in
+    turn can use ``await_`` as well; only when it suspends on a future does control switch
+    to the request task, which hands the future to the event loop. A coroutine that
+    finishes without suspending costs no switch at all.
+    """
+    iterator: Any = awaitable if inspect.iscoroutine(awaitable) else awaitable.__await__()
     task = getcurrent().parent
     value: Any = None
     error: BaseException | None = None
     while True:
         try:
-            yielded = coro.send(value) if error is None else coro.throw(error)
+            yielded = iterator.send(value) if error is None else iterator.throw(error)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         try:
             value, error = task.switch(_Yield(yielded)), None
-        except BaseException as exc:  # noqa: B036 - delivered into the coroutine
+        except BaseException as exc:  # noqa: B036 - delivered into the awaitable
             value, error = None, exc
-
-
-def _drive(awaitable: Awaitable[T]) -> Generator[Any, Any, T]:
-    """Await ``awaitable``; a coroutine is stepped in a child greenlet, so synchronous code
-    it calls (``request.get_json()`` reading the body, Flask helpers that reach async
-    signal receivers...) can use ``await_`` too."""
-    if not inspect.iscoroutine(awaitable):
-        return (yield from awaitable.__await__())
-    child = _new_child(_step)
-    return (yield from _serve(child, child.switch(awaitable)))  # type: ignore[no-any-return]
 
 
 async def run_in_greenlet(
@@ -118,22 +116,21 @@ async def run_in_greenlet(
     Must be called from a coroutine running in an asyncio task. Exceptions raised while
     awaiting (``CancelledError`` included) are thrown into the greenlet, so Flask's own
     error handling and teardown see them exactly as they would see a sync exception.
-    ``on_first_await`` is called when ``fn`` first waits (it did not finish at once).
+    ``on_first_await`` is called when ``fn`` first really waits (suspends on the loop).
     """
     child = _new_child(fn)
     request = child.switch(*args)
     if child.dead:
         return request  # type: ignore[no-any-return]
-    if on_first_await is not None:
-        on_first_await()
-    return await _serve(child, request)  # type: ignore[no-any-return]
+    return await _serve(child, request, on_first_await)  # type: ignore[no-any-return]
 
 
 @types.coroutine
 def greenlet_await(awaitable: Awaitable[T]) -> Generator[Any, Any, T]:
     """``await greenlet_await(coro)``: like ``await coro``, but sync code that ``coro``
-    calls may use ``await_``."""
-    return (yield from _drive(awaitable))
+    calls may use ``await_`` (the coroutine is stepped in a child greenlet)."""
+    child = _new_child(_step)
+    return (yield from _serve(child, child.switch(awaitable)))  # type: ignore[no-any-return]
 
 
 async def _on_loop(awaitable: Awaitable[T]) -> T:
@@ -149,9 +146,8 @@ def await_(awaitable: Awaitable[T]) -> T:
     flask-asgi worker thread (runs on the server loop) and under a WSGI server (runs on
     the shared background loop). It refuses to block the event loop's own thread.
     """
-    current = getcurrent()
-    if type(current) is BridgeGreenlet:
-        return current.parent.switch(awaitable)  # type: ignore[no-any-return]
+    if type(getcurrent()) is BridgeGreenlet:
+        return _step(awaitable)
     loop = _worker_loop.get()
     if loop is None:
         try:
