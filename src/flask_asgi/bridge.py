@@ -22,6 +22,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import threading
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import Executor
@@ -53,34 +54,79 @@ class _Yield:
         self.value = value
 
 
-def _new_child(fn: Callable[..., Any]) -> BridgeGreenlet:
+class _Done:
+    """What a pooled greenlet switches back with when its job has returned or raised."""
+
+    __slots__ = ("value", "error")
+
+    def __init__(self, value: Any, error: BaseException | None) -> None:
+        self.value = value
+        self.error = error
+
+
+def _greenlet_main(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    """The body of a pooled greenlet: run one job per switch, forever."""
+    while True:
+        try:
+            done = _Done(fn(*args), None)
+        except BaseException as exc:  # noqa: B036 - handed to the driver, which raises it
+            done = _Done(None, exc)
+        fn = args = None  # type: ignore[assignment]  # drop references while idle
+        fn, args = getcurrent().parent.switch(done)
+
+
+# Starting a new greenlet costs about ten times a switch into a live one (measured: ~9 us
+# against ~0.9 us for a switch pair), so finished greenlets wait here for the next job.
+# Greenlets cannot change threads: one pool per thread.
+_idle = threading.local()
+_MAX_IDLE = 256
+
+
+def _start(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[BridgeGreenlet, Any]:
+    """Run ``fn(*args)`` in a pooled greenlet until it finishes or first suspends."""
     driver = getcurrent()
-    child = BridgeGreenlet(fn, driver)
+    pool: list[BridgeGreenlet] | None = getattr(_idle, "pool", None)
+    if pool is None:
+        pool = _idle.pool = []
+    child = pool.pop() if pool else BridgeGreenlet(_greenlet_main)
+    child.parent = driver
     # Share the task's Context: Flask's contexts pushed in the child are seen by the task.
     child.gr_context = driver.gr_context
-    return child
+    return child, child.switch(fn, args)
+
+
+def _finish(child: BridgeGreenlet, done: _Done) -> Any:
+    """Return ``child`` to its pool; return the job's result or raise its exception."""
+    child.gr_context = None
+    pool: list[BridgeGreenlet] = _idle.pool
+    if len(pool) < _MAX_IDLE:
+        pool.append(child)
+    if done.error is not None:
+        error, done.error = done.error, None
+        raise error
+    return done.value
 
 
 @types.coroutine
 def _serve(
     child: BridgeGreenlet, request: Any, on_suspend: Callable[[], None] | None = None
 ) -> Generator[Any, Any, Any]:
-    """Service ``child`` from the request task until it finishes; return its result.
+    """Service ``child`` from the request task until its job is done; return its result.
 
-    Until it dies, ``child`` switches back only with a ``_Yield``: something it awaits is
+    Until then ``child`` switches back only with a ``_Yield``: something it awaits is
     suspended on a future, which goes up to the event loop from here. What the loop sends
     back (or throws, ``CancelledError`` included) is passed into the child.
     """
-    if on_suspend is not None and not child.dead:
+    if on_suspend is not None and type(request) is _Yield:
         on_suspend()
-    while not child.dead:
+    while type(request) is _Yield:
         try:
             value = yield request.value
         except BaseException as exc:  # noqa: B036 - the child decides what to do with it
             request = child.throw(exc)
         else:
             request = child.switch(value)
-    return request
+    return _finish(child, request)
 
 
 def _step(awaitable: Awaitable[T]) -> T:
@@ -118,10 +164,9 @@ async def run_in_greenlet(
     error handling and teardown see them exactly as they would see a sync exception.
     ``on_first_await`` is called when ``fn`` first really waits (suspends on the loop).
     """
-    child = _new_child(fn)
-    request = child.switch(*args)
-    if child.dead:
-        return request  # type: ignore[no-any-return]
+    child, request = _start(fn, args)
+    if type(request) is _Done:
+        return _finish(child, request)  # type: ignore[no-any-return]
     return await _serve(child, request, on_first_await)  # type: ignore[no-any-return]
 
 
@@ -129,8 +174,8 @@ async def run_in_greenlet(
 def greenlet_await(awaitable: Awaitable[T]) -> Generator[Any, Any, T]:
     """``await greenlet_await(coro)``: like ``await coro``, but sync code that ``coro``
     calls may use ``await_`` (the coroutine is stepped in a child greenlet)."""
-    child = _new_child(_step)
-    return (yield from _serve(child, child.switch(awaitable)))  # type: ignore[no-any-return]
+    child, request = _start(_step, (awaitable,))
+    return (yield from _serve(child, request))  # type: ignore[no-any-return]
 
 
 async def _on_loop(awaitable: Awaitable[T]) -> T:

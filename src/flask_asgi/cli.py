@@ -14,10 +14,12 @@ import click
 import uvicorn
 from flask.cli import ScriptInfo, pass_script_info
 
+from .config import DEFAULTS
 from .extension import ASGI
 from .server import uvicorn_config
 
 _APP_ENV = "FLASK_ASGI_CLI_APP"
+_SHUTDOWN_KEY = "FLASK_ASGI_SHUTDOWN_TIMEOUT"
 
 
 def app_factory() -> ASGI:
@@ -38,6 +40,13 @@ def app_factory() -> ASGI:
     type=click.Choice(["critical", "error", "warning", "info", "debug", "trace"]),
 )
 @click.option("--root-path", default="", help="Mount point when behind a proxy prefix.")
+@click.option(
+    "--timeout-graceful-shutdown",
+    type=float,
+    default=None,
+    help="On shutdown, seconds to let in-flight requests finish before cancelling them"
+    " (default: the app's FLASK_ASGI_SHUTDOWN_TIMEOUT, 10).",
+)
 @pass_script_info
 def serve_command(
     info: ScriptInfo,
@@ -47,6 +56,7 @@ def serve_command(
     reload: bool,
     log_level: str,
     root_path: str,
+    timeout_graceful_shutdown: float | None,
 ) -> None:
     options: dict[str, Any] = {"log_level": log_level, "root_path": root_path}
     if workers > 1 or reload:
@@ -58,6 +68,10 @@ def serve_command(
         options.update(factory=True, workers=workers, reload=reload)
     else:
         target = ASGI.of(info.load_app())
+    if timeout_graceful_shutdown is None:  # load_app() is cached: the app loaded above
+        config = info.load_app().config
+        timeout_graceful_shutdown = float(config.get(_SHUTDOWN_KEY, DEFAULTS[_SHUTDOWN_KEY]))
+    options["timeout_graceful_shutdown"] = timeout_graceful_shutdown
     server = uvicorn.Server(uvicorn_config(target, host, port, **options))
     if server.config.should_reload or server.config.workers > 1:
         uvicorn.run(target, host=host, port=port, lifespan="on", **options)

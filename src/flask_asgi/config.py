@@ -14,6 +14,9 @@ _BUILTIN: dict[str, Any] = {
     "FLASK_ASGI_THREADS": 40,
     # Responses with a Content-Length up to this many bytes are sent as one message.
     "FLASK_ASGI_RESPONSE_BUFFER": 256 * 1024,
+    # Seconds a shutdown waits for background tasks (then cancels them); also flask serve's
+    # default --timeout-graceful-shutdown for in-flight requests.
+    "FLASK_ASGI_SHUTDOWN_TIMEOUT": 10.0,
 }
 
 DEFAULTS: dict[str, Any] = {

@@ -32,6 +32,9 @@ def view_is_async(view: Any, method: str) -> bool:
     return _is_coroutine_function(view_class.dispatch_request)
 
 
+_PATH_CACHE_SIZE = 10_000
+
+
 class EndpointClassifier:
     """Answers "does this request match an async view?" for one app."""
 
@@ -40,11 +43,17 @@ class EndpointClassifier:
         self._views_seen = -1
         self._uniform: bool | None = None  # all views async (True), all sync (False), or mixed
         self._by_endpoint: dict[tuple[str, str], bool] = {}
+        # Matching a URL costs more than the rest of our per-request work, so answers are
+        # remembered per (method, host, path). A stale answer could only pick the less
+        # efficient place to run (both places run any view correctly), and the cache is
+        # dropped whenever views are added.
+        self._by_path: dict[tuple[str, str, str, str], bool] = {}
 
     def _refresh(self) -> None:
         views = self.app.view_functions
         self._views_seen = len(views)
         self._by_endpoint.clear()
+        self._by_path.clear()
         kinds = {view_is_async(view, "GET") for name, view in views.items() if name != "static"}
         has_class_views = any(hasattr(view, "view_class") for view in views.values())
         self._uniform = kinds.pop() if len(kinds) == 1 and not has_class_views else None
@@ -57,8 +66,22 @@ class EndpointClassifier:
             if self._uniform and static and environ["PATH_INFO"].startswith(static + "/"):
                 return False  # static files are read from disk: keep that off the loop
             return self._uniform
-        app = self.app
         method = environ["REQUEST_METHOD"]
+        path_key = (
+            method,
+            environ.get("HTTP_HOST", ""),
+            environ["SCRIPT_NAME"],
+            environ["PATH_INFO"],
+        )
+        answer = self._by_path.get(path_key)
+        if answer is None:
+            if len(self._by_path) >= _PATH_CACHE_SIZE:
+                self._by_path.clear()
+            answer = self._by_path[path_key] = self._match(environ, method)
+        return answer
+
+    def _match(self, environ: dict[str, Any], method: str) -> bool:
+        app = self.app
         try:
             adapter = app.create_url_adapter(app.request_class(environ))
             assert adapter is not None

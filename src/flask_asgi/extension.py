@@ -162,6 +162,23 @@ class ASGI:
 
         return Lifespan(self)
 
+    # -- background tasks (background.py) -------------------------------------------------
+
+    def add_background_task(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run ``func(*args, **kwargs)`` in the background, in an app context: on the server
+        loop if ``async def``, else in the worker pool. During a request it starts once the
+        response has been sent. Shutdown waits ``FLASK_ASGI_SHUTDOWN_TIMEOUT`` for it."""
+        from .background import add
+
+        add(self.app, func, *args, **kwargs)
+
+    def wait_background_tasks(self, timeout: float | None = None) -> Any:
+        """Wait for the background tasks (True: none left). ``await`` it on a loop's thread;
+        elsewhere it blocks."""
+        from .background import wait
+
+        return wait(self.app, timeout)
+
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()

@@ -13,6 +13,7 @@ import traceback
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
+from .background import serving_started, serving_stopping
 from .bridge import greenlet_await, run_in_greenlet
 from .http import Receive, Send
 
@@ -40,6 +41,7 @@ async def _call(func: Callable[[], Any]) -> Any:
 async def startup(asgi: ASGI) -> Generators:
     """Run the startup hooks; return the ``while_serving`` generators, paused at their yield."""
     running: Generators = []
+    serving_started(asgi.app)  # background tasks from the app's threads go to this loop
     for func in asgi.hooks.before_serving:
         await _call(func)
     for gen_func in asgi.hooks.while_serving:
@@ -54,6 +56,7 @@ async def startup(asgi: ASGI) -> Generators:
 
 async def shutdown(asgi: ASGI, running: Generators) -> None:
     """Resume the ``while_serving`` generators (last first), then run ``after_serving``."""
+    await serving_stopping(asgi.app)  # background tasks first: they may use the resources
     errors: list[BaseException] = []
     for gen in reversed(running):
         try:

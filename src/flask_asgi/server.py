@@ -16,8 +16,15 @@ def uvicorn_config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Co
     return uvicorn.Config(app, host=host, port=port, **options)
 
 
+def _shutdown_default(asgi: ASGI, options: dict[str, Any]) -> None:
+    # In-flight requests get FLASK_ASGI_SHUTDOWN_TIMEOUT seconds on shutdown, as in flask serve.
+    timeout = float(asgi.app.config["FLASK_ASGI_SHUTDOWN_TIMEOUT"])
+    options.setdefault("timeout_graceful_shutdown", timeout)
+
+
 async def serve(asgi: ASGI, host: str, port: int, **options: Any) -> None:
     """Serve until the server is told to stop; to be awaited on a running loop."""
+    _shutdown_default(asgi, options)
     server = uvicorn.Server(uvicorn_config(asgi, host, port, **options))
     await server.serve()
     if not server.started:
@@ -26,6 +33,7 @@ async def serve(asgi: ASGI, host: str, port: int, **options: Any) -> None:
 
 def run(asgi: ASGI, host: str, port: int, **options: Any) -> None:
     """Serve, blocking (uvicorn owns the loop and the signal handlers)."""
+    _shutdown_default(asgi, options)
     server = uvicorn.Server(uvicorn_config(asgi, host, port, **options))
     server.run()
     if not server.started:
