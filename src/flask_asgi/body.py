@@ -67,6 +67,10 @@ class RequestBody:
             if self._remaining:
                 raise ClientDisconnected("The request body is shorter than its Content-Length.")
         self._buffer += chunk
+        if self._remaining is None and not self.complete and self._received == self._limit:
+            # Exactly at the limit: Werkzeug would stop reading here, so only the next
+            # message can tell whether the body goes past it.
+            self._pull()
 
     def _finish(self) -> None:
         self.complete = True

@@ -1,0 +1,115 @@
+"""The request body as the ASGI app receives it, message by message (no server between)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask import Flask, request
+
+from flask_asgi import ASGI
+
+LIMIT = 4 * 1024
+
+
+def make_asgi(view_async: bool) -> tuple[ASGI, list[Any]]:
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = LIMIT
+    seen: list[Any] = []
+
+    def read() -> str:
+        try:
+            data = request.get_data()
+        except Exception as error:
+            seen.append(type(error).__name__)
+            raise
+        seen.append(len(data))
+        return str(len(data))
+
+    if view_async:
+
+        @app.post("/")
+        async def upload() -> str:
+            return read()
+    else:
+        app.post("/")(read)
+    return ASGI(app), seen
+
+
+async def call(asgi: ASGI, headers: list[tuple[bytes, bytes]], messages: list[Any]) -> int:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"test"), *headers],
+        "server": ("test", 80),
+        "client": ("127.0.0.1", 1),
+    }
+    inbox = list(messages)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return inbox.pop(0) if inbox else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await asgi(scope, receive, send)
+    return int(sent[0]["status"])
+
+
+def body(data: bytes, more: bool = True) -> dict[str, Any]:
+    return {"type": "http.request", "body": data, "more_body": more}
+
+
+CHUNKED = [(b"transfer-encoding", b"chunked")]
+params = pytest.mark.parametrize("view_async", [False, True], ids=["sync", "async"])
+
+
+@params
+async def test_chunked_body_exactly_at_the_limit_is_accepted(view_async: bool) -> None:
+    asgi, seen = make_asgi(view_async)
+    chunks = [body(b"x" * 1024) for _ in range(4)] + [body(b"", more=False)]
+    assert await call(asgi, CHUNKED, chunks) == 200
+    assert seen == [LIMIT]
+
+
+@params
+async def test_chunked_body_one_byte_past_the_limit_is_413(view_async: bool) -> None:
+    # The chunks end exactly at the limit before the extra byte arrives: the case where
+    # Werkzeug alone would stop reading and hand the view a truncated body.
+    asgi, seen = make_asgi(view_async)
+    chunks = [body(b"x" * 1024) for _ in range(4)] + [body(b"y", more=False)]
+    assert await call(asgi, CHUNKED, chunks) == 413
+    assert seen == ["RequestEntityTooLarge"]
+
+
+@params
+async def test_body_longer_than_content_length_is_400(view_async: bool) -> None:
+    asgi, seen = make_asgi(view_async)
+    headers = [(b"content-length", b"10")]
+    assert await call(asgi, headers, [body(b"0123456789abc", more=False)]) == 400
+    assert seen == ["BadRequest"]
+
+
+@params
+async def test_truncated_body_is_400_client_disconnected(view_async: bool) -> None:
+    asgi, seen = make_asgi(view_async)
+    headers = [(b"content-length", b"100")]
+    assert await call(asgi, headers, [body(b"0123456789")]) == 400  # then http.disconnect
+    assert seen == ["ClientDisconnected"]
+
+
+@params
+async def test_content_length_over_the_limit_is_413_without_reading(view_async: bool) -> None:
+    asgi, seen = make_asgi(view_async)
+    headers = [(b"content-length", str(LIMIT + 1).encode())]
+    # No body message at all: the 413 comes from the header alone, nothing is buffered.
+    assert await call(asgi, headers, []) == 413
+    assert seen == ["RequestEntityTooLarge"]
