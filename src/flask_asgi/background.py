@@ -118,10 +118,9 @@ class BackgroundTasks:
         with self._lock:
             return list(self._tasks)
 
-    def name_of(self, task: asyncio.Task[None]) -> str:
+    def _job(self, task: asyncio.Task[None]) -> Job | None:
         with self._lock:
-            job = self._jobs.get(task)
-        return job.name if job is not None else task.get_name()
+            return self._jobs.get(task)
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -209,24 +208,34 @@ class BackgroundTasks:
         """Shutdown: wait up to ``timeout`` seconds, then cancel what is left and log it."""
         if not await self.wait(timeout):
             loop = asyncio.get_running_loop()
-            left = [t for t in self.tasks() if not t.done() and _can_progress(t, loop)]
-            names = [self.name_of(task) for task in left]
+            left = {
+                task: self._job(task)
+                for task in self.tasks()
+                if not task.done() and _can_progress(task, loop)
+            }
+            names = {task: job.name if job else task.get_name() for task, job in left.items()}
             logger.warning(
                 "flask-asgi shutdown: cancelling %d background task(s) still running after"
                 " %s s (FLASK_ASGI_SHUTDOWN_TIMEOUT): %s",
                 len(left),
                 timeout,
-                ", ".join(names),
+                ", ".join(names.values()),
             )
             for task in left:
                 _cancel(task)
-            await _wait_any_loop(left, CANCEL_GRACE)
-            stuck = [self.name_of(task) for task in left if not task.done()]
+            await _wait_any_loop(list(left), CANCEL_GRACE)
+            stuck = [names[task] for task in left if not task.done()]
             if stuck:
                 logger.warning(
-                    "flask-asgi shutdown: background task(s) still running after cancellation"
-                    " (sync functions keep their worker thread until they return): %s",
+                    "flask-asgi shutdown: background task(s) still running after cancellation: %s",
                     ", ".join(stuck),
+                )
+            threads = [names[t] for t, job in left.items() if job and not _is_async(job.func)]
+            if threads:
+                logger.warning(
+                    "flask-asgi shutdown: sync background function(s) cannot be interrupted and"
+                    " keep their worker thread until they return: %s",
+                    ", ".join(threads),
                 )
         self.loop = None
 

@@ -114,34 +114,23 @@ class EventStream(AsyncIterable[bytes]):
     While waiting for the source's next item, a :data:`KEEPALIVE` comment is produced every
     ``keepalive`` seconds (``None`` or ``0``: never). The wait does not cancel the pending
     item: ``asyncio.wait`` on a task that runs the source's next step. All of the source's
-    steps run in one ``contextvars.Context``, so a generator may keep a context manager
-    (``with app.app_context():``...) open across its ``yield``\\ s.
+    steps run in one ``contextvars.Context`` (a copy of the request's), so a generator may
+    keep a context manager (``with app.app_context():``...) open across its ``yield``\\ s,
+    whether the view is async or sync.
     """
 
     def __init__(self, source: AsyncIterable[Any], keepalive: float | None = 15.0) -> None:
+        if not hasattr(source, "__aiter__"):
+            raise TypeError(
+                f"an event stream needs an async iterable (an async generator), not {source!r}"
+            )
         if keepalive is not None and keepalive < 0:
             raise ValueError("keepalive must be a positive number of seconds, 0 or None")
         self.source = source
         self.keepalive = keepalive or None
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        if self.keepalive is None:
-            return self._plain()
-        return self._with_keepalive(self.keepalive)
-
-    async def _plain(self) -> AsyncIterator[bytes]:
-        iterator = aiter(self.source)
-        try:
-            while True:
-                try:
-                    item = await _step(iterator)
-                except StopAsyncIteration:
-                    return
-                yield encode_event(item)
-        finally:
-            await _aclose(iterator)
-
-    async def _with_keepalive(self, keepalive: float) -> AsyncIterator[bytes]:
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        keepalive = self.keepalive
         iterator = aiter(self.source)
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()  # the request context is in it

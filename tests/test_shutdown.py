@@ -1,0 +1,228 @@
+"""Graceful shutdown: in-flight requests drain, background tasks get FLASK_ASGI_SHUTDOWN_TIMEOUT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import subprocess
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from flask import Flask
+from helpers import ROOT, VENV_BIN
+
+import flask_asgi
+from flask_asgi.config import DEFAULTS
+
+APP_MODULE = """
+import asyncio
+from pathlib import Path
+
+from flask import Flask
+
+import flask_asgi
+
+MARKERS = Path(__file__).parent / "markers"
+MARKERS.mkdir(exist_ok=True)
+
+app = Flask(__name__)
+app.config["FLASK_ASGI_SHUTDOWN_TIMEOUT"] = 2  # flask serve's graceful timeout too
+asgi = flask_asgi.ASGI(app)
+
+
+async def quick_job():
+    await asyncio.sleep(1.0)  # still running when the shutdown starts
+    (MARKERS / "quick-done").write_text("done")
+
+
+async def stuck_job(seconds):
+    try:
+        await asyncio.sleep(seconds)
+        (MARKERS / "stuck-done").write_text("done")
+    except asyncio.CancelledError:
+        (MARKERS / "stuck-cancelled").write_text("cancelled")
+        raise
+
+
+@asgi.after_serving
+def after_serving():
+    done = sorted(path.name for path in MARKERS.iterdir())
+    (MARKERS / "after-serving").write_text(",".join(done))
+
+
+@app.get("/jobs")
+def jobs():
+    asgi.add_background_task(quick_job)
+    asgi.add_background_task(stuck_job, 60)
+    return "started"
+
+
+@app.get("/slow")
+async def slow():
+    (MARKERS / "slow-started").write_text("")
+    await asyncio.sleep(1.0)
+    return "slow finished"
+
+
+@app.get("/hang")
+async def hang():
+    (MARKERS / "hang-started").write_text("")
+    await asyncio.sleep(60)
+    return "never"
+"""
+
+
+def test_sigterm_drains_requests_and_background_tasks(tmp_path: Path, cli_server: Any) -> None:
+    (tmp_path / "shutdown_app.py").write_text(textwrap.dedent(APP_MODULE))
+    markers = tmp_path / "markers"
+    server = cli_server("shutdown_app.py", cwd=tmp_path)
+    assert httpx.get(server.base_url + "/jobs", timeout=10).text == "started"
+
+    results: dict[str, Any] = {}
+
+    def get(path: str) -> None:
+        try:
+            response = httpx.get(server.base_url + path, timeout=30)
+            results[path] = (response.status_code, response.text)
+        except httpx.HTTPError as exc:
+            results[path] = exc
+
+    threads = [threading.Thread(target=get, args=(path,)) for path in ("/slow", "/hang")]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while not ((markers / "slow-started").exists() and (markers / "hang-started").exists()):
+        assert time.monotonic() < deadline, "the requests did not reach the app"
+        time.sleep(0.01)
+
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(30)
+    server.proc.wait(30)
+    elapsed = time.monotonic() - started
+    output = server.output()
+
+    # The request in flight when the shutdown started got its whole response...
+    assert results["/slow"] == (200, "slow finished"), output
+    # ... and the one that outlived --timeout-graceful-shutdown (2 s, from the app's config)
+    # was cut rather than holding the shutdown for 60 s.
+    assert results["/hang"] != (200, "never")
+    assert "timeout graceful shutdown exceeded" in output
+    # The quick background task finished; the stuck one was cancelled and reported.
+    assert (markers / "quick-done").read_text() == "done"
+    assert (markers / "stuck-cancelled").read_text() == "cancelled"
+    assert not (markers / "stuck-done").exists()
+    assert "cancelling 1 background task(s)" in output
+    assert "shutdown_app.stuck_job(60)" in output
+    # after_serving ran once the background tasks were settled.
+    assert (markers / "after-serving").read_text().split(",") == [
+        "hang-started",
+        "quick-done",
+        "slow-started",
+        "stuck-cancelled",
+    ]
+    assert elapsed < 20  # about 2 s + 2 s; without the timeouts it would be 60 s
+
+
+def build_app(timeout: float) -> tuple[Flask, flask_asgi.ASGI, list[str]]:
+    app = Flask("shutdown_app")
+    app.config["FLASK_ASGI_SHUTDOWN_TIMEOUT"] = timeout
+    asgi = flask_asgi.ASGI(app)
+    log: list[str] = []
+
+    async def quick() -> None:
+        await asyncio.sleep(0.1)
+        log.append("quick done")
+
+    async def stuck() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            log.append("stuck cancelled")
+            raise
+
+    def blocking(release: threading.Event) -> None:
+        release.wait(10)
+        log.append("blocking returned")
+
+    @asgi.before_serving
+    def start() -> None:
+        asgi.add_background_task(quick)
+        asgi.add_background_task(stuck)
+
+    @asgi.after_serving
+    def stop() -> None:
+        log.append("after_serving")
+
+    app.extensions["blocking"] = blocking
+    return app, asgi, log
+
+
+def test_shutdown_waits_then_cancels(caplog: pytest.LogCaptureFixture) -> None:
+    app, asgi, log = build_app(timeout=0.5)
+    with caplog.at_level(logging.WARNING, logger="flask_asgi"):
+        with asgi.serving():
+            pass
+    assert log == ["quick done", "stuck cancelled", "after_serving"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "flask_asgi"]
+    assert len(warnings) == 1
+    assert "cancelling 1 background task(s)" in warnings[0]
+    assert "build_app.<locals>.stuck()" in warnings[0]
+
+
+async def test_shutdown_with_async_lifespan_and_sync_task(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A sync task cannot be interrupted: shutdown cancels its asyncio task, says that its
+    thread goes on, and does not wait for it."""
+    app, asgi, log = build_app(timeout=0.2)
+    release = threading.Event()
+    with caplog.at_level(logging.WARNING, logger="flask_asgi"):
+        async with asgi.serving():
+            asgi.add_background_task(app.extensions["blocking"], release)
+        messages = " ".join(r.getMessage() for r in caplog.records if r.name == "flask_asgi")
+    assert log == ["quick done", "stuck cancelled", "after_serving"]
+    assert "cancelling 2 background task(s)" in messages
+    assert "keep their worker thread" in messages
+    release.set()
+    assert await asyncio.to_thread(lambda: _wait_for(lambda: "blocking returned" in log))
+
+
+def _wait_for(predicate: Any, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not predicate():
+        time.sleep(0.02)
+    return bool(predicate())
+
+
+def test_nothing_to_wait_for_is_instant() -> None:
+    app = Flask("idle")
+    asgi = flask_asgi.ASGI(app)
+    started = time.monotonic()
+    with asgi.serving():
+        pass
+    assert time.monotonic() - started < 5  # not the 10 s default timeout
+
+
+def test_config_default_and_cli_option() -> None:
+    assert DEFAULTS["FLASK_ASGI_SHUTDOWN_TIMEOUT"] == 10.0
+    app = Flask("cfg")
+    flask_asgi.ASGI(app)
+    assert app.config["FLASK_ASGI_SHUTDOWN_TIMEOUT"] == 10.0
+    result = subprocess.run(
+        [str(VENV_BIN / "flask"), "--app", "examples/flask_hello.py", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0
+    assert "--timeout-graceful-shutdown" in result.stdout
+    assert "FLASK_ASGI_SHUTDOWN_TIMEOUT" in result.stdout
