@@ -5,6 +5,7 @@ from .bridge import await_, run_sync
 from .extension import ASGI
 from .sse import ServerSentEvent, event_stream, last_event_id
 from .streaming import stream
+from .websocket import WebSocket, WebSocketDisconnect, websocket, websocket_route
 
 __all__ = [
     "ASGI",
@@ -16,5 +17,9 @@ __all__ = [
     "last_event_id",
     "run_sync",
     "stream",
+    "WebSocket",
+    "WebSocketDisconnect",
+    "websocket",
+    "websocket_route",
 ]
 __version__ = "0.1.0"

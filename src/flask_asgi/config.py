@@ -17,6 +17,15 @@ _BUILTIN: dict[str, Any] = {
     # Seconds a shutdown waits for background tasks (then cancels them); also flask serve's
     # default --timeout-graceful-shutdown for in-flight requests.
     "FLASK_ASGI_SHUTDOWN_TIMEOUT": 10.0,
+    # Largest WebSocket message (bytes; text counts UTF-8 bytes) a handler accepts: a larger
+    # one closes the connection with 1009. 0: no limit (the server's own still applies).
+    "FLASK_ASGI_WEBSOCKET_MAX_MESSAGE": 1024 * 1024,
+    # Seconds a WebSocket may go without a message either way before the server closes it
+    # with 1001. 0: never.
+    "FLASK_ASGI_WEBSOCKET_IDLE_TIMEOUT": 0.0,
+    # asgi.broadcast's backend: "" (or "memory://") for in-process, "redis://host:port/db"
+    # (also rediss://, unix://) to reach every process that uses the same Redis.
+    "FLASK_ASGI_BROADCAST_URL": "",
 }
 
 DEFAULTS: dict[str, Any] = {

@@ -6,7 +6,8 @@ import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, current_app, has_app_context
 
@@ -15,6 +16,10 @@ from .config import DEFAULTS
 from .dispatch import EndpointClassifier
 from .http import Receive, Send, handle_http
 from .lifespan import handle_lifespan
+from .websocket import handle_websocket, websocket_route
+
+if TYPE_CHECKING:
+    from .broadcast import Broadcast
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -111,9 +116,7 @@ class ASGI:
         elif kind == "lifespan":
             await handle_lifespan(self, scope, receive, send)
         elif kind == "websocket":
-            # No WebSocket routes yet: refuse the handshake (403) rather than hang.
-            await receive()
-            await send({"type": "websocket.close", "code": 1000})
+            await handle_websocket(self, scope, receive, send)
         else:
             raise ValueError(f"flask-asgi cannot handle ASGI scope type {kind!r}")
 
@@ -148,6 +151,21 @@ class ASGI:
         from .server import run
 
         run(self, host, port, **options)
+
+    # -- WebSockets (docs/websockets.md) ---------------------------------------------------
+
+    def websocket(self, rule: str, **options: Any) -> Callable[[F], F]:
+        """Register a WebSocket handler: ``@asgi.websocket("/ws/<room>")``. For a blueprint,
+        use ``flask_asgi.websocket_route(bp, rule)``."""
+        return websocket_route(self.app, rule, **options)
+
+    @cached_property
+    def broadcast(self) -> Broadcast:
+        """Publish/subscribe between connections (in-process, or Redis with
+        ``FLASK_ASGI_BROADCAST_URL``)."""
+        from .broadcast import Broadcast
+
+        return Broadcast(self)
 
     def test_client(self, **kwargs: Any) -> Any:
         """An async test client: ``async with asgi.test_client() as client:``."""

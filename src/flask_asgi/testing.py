@@ -23,6 +23,7 @@ from .environ import ENVIRON_EXTENSION
 
 if TYPE_CHECKING:
     from .extension import ASGI
+    from .websocket_testing import AsyncWebSocketSession, WebSocketSession
 
 T = TypeVar("T")
 
@@ -224,6 +225,14 @@ class FlaskClient(flask.testing.FlaskClient):
         )
         return rv
 
+    def websocket(self, path: str = "/", **kwargs: Any) -> WebSocketSession:
+        """A WebSocket connection to ``path``: ``with client.websocket("/ws") as ws:``
+        (see docs/websockets.md)."""
+        from .extension import ASGI
+        from .websocket_testing import WebSocketSession
+
+        return WebSocketSession(ASGI.of(self.application), self, path, **kwargs)
+
 
 class AsyncClient:
     """``async with asgi.test_client() as client: response = await client.get("/")``.
@@ -272,6 +281,12 @@ class AsyncClient:
 
     async def options(self, *args: Any, **kwargs: Any) -> TestResponse:
         return await self.open(*args, method="OPTIONS", **kwargs)
+
+    def websocket(self, path: str = "/", **kwargs: Any) -> AsyncWebSocketSession:
+        """A WebSocket connection: ``async with client.websocket("/ws") as ws:``."""
+        from .websocket_testing import AsyncWebSocketSession
+
+        return AsyncWebSocketSession(self.asgi, self.client, path, **kwargs)
 
 
 class Lifespan:

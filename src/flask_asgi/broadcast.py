@@ -1,0 +1,451 @@
+"""``asgi.broadcast``: publish/subscribe between connections, across processes with Redis.
+
+::
+
+    await asgi.broadcast.publish("room", "hello")
+
+    async with asgi.broadcast.subscribe("room") as subscription:
+        async for message in subscription:
+            await websocket.send(message)
+
+Messages are ``str`` or ``bytes``. The backend comes from ``FLASK_ASGI_BROADCAST_URL``:
+in-process by default (one process sees its own messages), or Redis pub/sub
+(``redis://...``), so that a message published by any process reaches the subscribers of
+every process that uses the same Redis.
+
+A backend lives on one event loop: the loop where it is first used (normally the server
+loop; it connects at startup when ``asgi.broadcast`` exists by then) until the lifespan
+shutdown, which closes it and ends every subscription. Calls from another running loop are
+handed to that loop; a backend whose loop has stopped is replaced on the next use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from .bridge import await_
+
+if TYPE_CHECKING:
+    from .extension import ASGI
+
+logger = logging.getLogger("flask_asgi")
+
+T = TypeVar("T")
+
+Message = str | bytes
+OnMessage = Callable[[str, Message], None]
+
+_END = object()  # a subscription's end marker (unsubscribed, or the backend stopped)
+
+
+class Backend(Protocol):
+    """How messages travel between processes (see :class:`RedisBackend`)."""
+
+    async def connect(self) -> None: ...
+
+    async def disconnect(self) -> None: ...
+
+    async def subscribe(self, channel: str) -> None:
+        """Start receiving ``channel``: return once messages published from now on arrive."""
+
+    async def unsubscribe(self, channel: str) -> None: ...
+
+    async def publish(self, channel: str, message: Message) -> None: ...
+
+
+class MemoryBackend:
+    """In-process: a published message goes straight to this process's subscribers."""
+
+    def __init__(self, on_message: OnMessage) -> None:
+        self._on_message = on_message
+
+    async def connect(self) -> None:
+        pass
+
+    async def disconnect(self) -> None:
+        pass
+
+    async def subscribe(self, channel: str) -> None:
+        pass
+
+    async def unsubscribe(self, channel: str) -> None:
+        pass
+
+    async def publish(self, channel: str, message: Message) -> None:
+        self._on_message(channel, message)
+
+
+def _encode(message: Message) -> bytes:
+    # Text travels as UTF-8 (so that redis-cli and other publishers interoperate); bytes
+    # get a NUL prefix, which no text message starts with, to come back as bytes.
+    return message.encode("utf-8") if isinstance(message, str) else b"\x00" + message
+
+
+def _decode(data: bytes) -> Message:
+    if data.startswith(b"\x00"):
+        return data[1:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+
+
+class RedisBackend:
+    """Redis pub/sub (``redis.asyncio``): one connection for publishing, one pub/sub
+    connection that this process's subscriptions share. A dropped connection is retried,
+    and redis-py subscribes again to the channels in use (messages published meanwhile
+    are lost, as with any Redis pub/sub)."""
+
+    def __init__(self, url: str, on_message: OnMessage) -> None:
+        self.url = url
+        self._on_message = on_message
+        self._redis: Any = None
+        self._pubsub: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        # A private channel, subscribed at once: it opens the pub/sub connection.
+        self._control = f"flask-asgi:{uuid.uuid4().hex}"
+        self._pending: dict[str, list[asyncio.Future[None]]] = {}
+
+    async def connect(self) -> None:
+        try:
+            import redis.asyncio as aioredis
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise RuntimeError(
+                "FLASK_ASGI_BROADCAST_URL names Redis: pip install 'flask-asgi[redis]'"
+            ) from exc
+        self._redis = aioredis.Redis.from_url(self.url)
+        self._pubsub = self._redis.pubsub()
+        try:
+            await self._redis.ping()  # fail here, with Redis's error, if it is not there
+            confirmed = self._expect(self._control)
+            await self._pubsub.subscribe(self._control)
+            self._reader = asyncio.get_running_loop().create_task(
+                self._read(), name="flask-asgi-broadcast-redis"
+            )
+            await confirmed
+        except BaseException:
+            await self.disconnect()
+            raise
+
+    async def disconnect(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.wait({self._reader})
+            self._reader = None
+        for futures in self._pending.values():
+            for future in futures:
+                future.cancel()
+        self._pending.clear()
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
+            self._pubsub = None
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    def _expect(self, channel: str) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(channel, []).append(future)
+        return future
+
+    async def subscribe(self, channel: str) -> None:
+        confirmed = self._expect(channel)
+        try:
+            await self._pubsub.subscribe(channel)
+            await confirmed  # Redis has registered it: later publishes reach us
+        finally:
+            futures = self._pending.get(channel)
+            if futures is not None and confirmed in futures:
+                futures.remove(confirmed)
+                if not futures:
+                    del self._pending[channel]
+
+    async def unsubscribe(self, channel: str) -> None:
+        await self._pubsub.unsubscribe(channel)
+
+    async def publish(self, channel: str, message: Message) -> None:
+        await self._redis.publish(channel, _encode(message))
+
+    async def _read(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("flask-asgi broadcast: Redis error (%s), reconnecting", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.1
+            if not message:
+                continue
+            kind = message["type"]
+            channel = message["channel"]
+            if isinstance(channel, bytes):
+                channel = channel.decode("utf-8", "replace")
+            if kind == "subscribe":
+                for future in self._pending.pop(channel, ()):
+                    if not future.done():
+                        future.set_result(None)
+            elif kind == "message" and channel != self._control:
+                self._on_message(channel, _decode(message["data"]))
+
+
+def make_backend(url: str, on_message: OnMessage) -> Backend:
+    """The backend that ``FLASK_ASGI_BROADCAST_URL`` names."""
+    if not url or url.startswith("memory:"):
+        return MemoryBackend(on_message)
+    if url.startswith(("redis:", "rediss:", "unix:")):
+        return RedisBackend(url, on_message)
+    raise ValueError(f"FLASK_ASGI_BROADCAST_URL: unsupported backend {url!r}")
+
+
+class Subscription:
+    """Messages published to ``channel`` from the moment ``async with`` (or ``with`` in
+    sync code) is entered until it is left (or :meth:`aclose` is called).
+
+    ``async for message in subscription`` (``for`` in sync code, through ``await_``)
+    yields them in order, and ends when the subscription is closed or the broadcast
+    stops (server shutdown). A subscriber that falls ``max_queue`` messages behind loses
+    its oldest ones (logged).
+    """
+
+    def __init__(self, broadcast: Broadcast, channel: str, max_queue: int = 1024) -> None:
+        self.broadcast = broadcast
+        self.channel = channel
+        self.max_queue = max_queue
+        self._queue: asyncio.Queue[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bound: _Bound | None = None
+        self._dropped = 0
+
+    async def __aenter__(self) -> Subscription:
+        if self._queue is not None:
+            raise RuntimeError("a Subscription can be entered once")
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()
+        await self.broadcast._subscribe(self)
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Unsubscribe (iteration then ends)."""
+        bound, self._bound = self._bound, None
+        if bound is not None:
+            await self.broadcast._unsubscribe(bound, self)
+            self._end()
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        if self._queue is None:
+            raise RuntimeError("use 'async with broadcast.subscribe(channel)' first")
+        item = await self._queue.get()
+        if item is _END:
+            self._queue.put_nowait(_END)
+            raise StopAsyncIteration
+        message: Message = item
+        return message
+
+    # Sync code (a sync WebSocket handler) uses the same object through await_.
+
+    def __enter__(self) -> Subscription:
+        return await_(self.__aenter__())
+
+    def __exit__(self, *exc_info: Any) -> None:
+        await_(self.aclose())
+
+    def __iter__(self) -> Iterator[Message]:
+        return self
+
+    def __next__(self) -> Message:
+        try:
+            return await_(self.__anext__())
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    # Delivery, from the backend's loop.
+
+    def _put(self, item: Any) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        if loop is asyncio._get_running_loop():
+            self._deliver(item)
+        else:
+            try:
+                loop.call_soon_threadsafe(self._deliver, item)
+            except RuntimeError:
+                pass  # the subscriber's loop is closed
+
+    def _deliver(self, item: Any) -> None:
+        queue = self._queue
+        assert queue is not None
+        if item is not _END and self.max_queue and queue.qsize() >= self.max_queue:
+            queue.get_nowait()
+            self._dropped += 1
+            if self._dropped == 1 or self._dropped % 1000 == 0:
+                logger.warning(
+                    "flask-asgi broadcast: a subscriber of %r is too slow; %d message(s) dropped",
+                    self.channel,
+                    self._dropped,
+                )
+        queue.put_nowait(item)
+
+    def _end(self) -> None:
+        self._put(_END)
+
+
+class _Bound:
+    """A broadcast's backend on one loop, with the subscriptions it serves."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, url: str) -> None:
+        self.loop = loop
+        self.backend = make_backend(url, self.dispatch)
+        self.channels: dict[str, set[Subscription]] = {}
+        self.lock = asyncio.Lock()
+        self.started: asyncio.Task[None] = loop.create_task(
+            self.backend.connect(), name="flask-asgi-broadcast-connect"
+        )
+
+    def usable_from(self, loop: asyncio.AbstractEventLoop) -> bool:
+        if self.loop.is_closed() or (self.loop is not loop and not self.loop.is_running()):
+            return False
+        started = self.started
+        return not started.done() or (not started.cancelled() and started.exception() is None)
+
+    def dispatch(self, channel: str, message: Message) -> None:
+        for subscription in tuple(self.channels.get(channel, ())):
+            subscription._put(message)
+
+
+class Broadcast:
+    """``asgi.broadcast``: see the module docstring and docs/websockets.md."""
+
+    def __init__(self, asgi: ASGI) -> None:
+        self._asgi = weakref.ref(asgi)
+        self._lock = threading.Lock()
+        self._bound: _Bound | None = None
+        # Connect at startup (a wrong URL then stops the server), close at shutdown.
+        asgi.hooks.before_serving.append(self.start)
+        asgi.hooks.after_serving.append(self.stop)
+
+    @property
+    def url(self) -> str:
+        """``FLASK_ASGI_BROADCAST_URL`` of the app (``""``: in-process)."""
+        asgi = self._asgi()
+        app = asgi._app if asgi is not None else None
+        return str(app.config.get("FLASK_ASGI_BROADCAST_URL") or "") if app is not None else ""
+
+    def subscribe(self, channel: str, max_queue: int = 1024) -> Subscription:
+        """A :class:`Subscription` to ``channel``: ``async with broadcast.subscribe(c) as s``."""
+        return Subscription(self, channel, max_queue)
+
+    async def publish(self, channel: str, message: Message) -> None:
+        """Send ``message`` (``str`` or ``bytes``) to every subscriber of ``channel``."""
+        if not isinstance(message, str | bytes):
+            raise TypeError(f"broadcast messages are str or bytes, not {type(message).__name__}")
+
+        async def publish(bound: _Bound) -> None:
+            await bound.backend.publish(channel, message)
+
+        await self._call(publish)
+
+    async def start(self) -> None:
+        """Connect the backend now (otherwise it connects on first use)."""
+
+        async def nothing(bound: _Bound) -> None:
+            pass
+
+        await self._call(nothing)
+
+    async def stop(self) -> None:
+        """Close the backend and end every subscription (lifespan shutdown runs this)."""
+        with self._lock:
+            bound, self._bound = self._bound, None
+        if bound is None:
+            return
+        if bound.loop is asyncio.get_running_loop():
+            await self._stop(bound)
+        elif bound.loop.is_running():
+            await asyncio.wrap_future(
+                asyncio.run_coroutine_threadsafe(self._stop(bound), bound.loop)
+            )
+
+    @staticmethod
+    async def _stop(bound: _Bound) -> None:
+        try:
+            await asyncio.shield(bound.started)
+        except Exception:
+            return  # it never connected
+        for subscriptions in bound.channels.values():
+            for subscription in subscriptions:
+                subscription._bound = None
+                subscription._end()
+        bound.channels.clear()
+        await bound.backend.disconnect()
+
+    # -- running on the backend's loop ----------------------------------------------------
+
+    def _current(self) -> _Bound:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            bound = self._bound
+            if bound is None or not bound.usable_from(loop):
+                bound = self._bound = _Bound(loop, self.url)
+            return bound
+
+    async def _call(self, fn: Callable[[_Bound], Coroutine[Any, Any, T]]) -> T:
+        bound = self._current()
+
+        async def run() -> T:
+            await asyncio.shield(bound.started)
+            return await fn(bound)
+
+        if bound.loop is asyncio.get_running_loop():
+            return await run()
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), bound.loop))
+
+    async def _subscribe(self, subscription: Subscription) -> None:
+        channel = subscription.channel
+
+        async def subscribe(bound: _Bound) -> None:
+            async with bound.lock:
+                if channel not in bound.channels:
+                    await bound.backend.subscribe(channel)
+                    bound.channels[channel] = set()
+                bound.channels[channel].add(subscription)
+            subscription._bound = bound
+
+        await self._call(subscribe)
+
+    async def _unsubscribe(self, bound: _Bound, subscription: Subscription) -> None:
+        channel = subscription.channel
+
+        async def unsubscribe() -> None:
+            subscriptions = bound.channels.get(channel)
+            if subscriptions is None:
+                return
+            subscriptions.discard(subscription)  # at once: no more messages for it
+            if subscriptions:
+                return
+            del bound.channels[channel]
+            async with bound.lock:
+                if channel not in bound.channels and bound is self._bound:
+                    await bound.backend.unsubscribe(channel)
+
+        if bound.loop is asyncio.get_running_loop():
+            await unsubscribe()
+        elif bound.loop.is_running():
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(unsubscribe(), bound.loop))
