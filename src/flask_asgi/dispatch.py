@@ -42,6 +42,7 @@ class EndpointClassifier:
         self.app = app
         self._views_seen = -1
         self._uniform: bool | None = None  # all views async (True), all sync (False), or mixed
+        self._static_prefix: str | None = None  # app.static_url_path is computed on each access
         self._by_endpoint: dict[tuple[str, str], bool] = {}
         # Matching a URL costs more than the rest of our per-request work, so answers are
         # remembered per (method, host, path). A stale answer could only pick the less
@@ -57,13 +58,15 @@ class EndpointClassifier:
         kinds = {view_is_async(view, "GET") for name, view in views.items() if name != "static"}
         has_class_views = any(hasattr(view, "view_class") for view in views.values())
         self._uniform = kinds.pop() if len(kinds) == 1 and not has_class_views else None
+        static = self.app.static_url_path if "static" in views else None
+        self._static_prefix = static + "/" if static else None
 
     def is_async(self, environ: dict[str, Any]) -> bool:
         if len(self.app.view_functions) != self._views_seen:
             self._refresh()
         if self._uniform is not None:
-            static = self.app.static_url_path
-            if self._uniform and static and environ["PATH_INFO"].startswith(static + "/"):
+            static = self._static_prefix
+            if self._uniform and static and environ["PATH_INFO"].startswith(static):
                 return False  # static files are read from disk: keep that off the loop
             return self._uniform
         method = environ["REQUEST_METHOD"]
