@@ -106,3 +106,19 @@ class CLIServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+class Events:
+    """A thread-safe record of what an app under test saw (views, hooks, tasks, threads)."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.lock = threading.Lock()
+
+    def add(self, item: Any) -> None:
+        with self.lock:
+            self.items.append(item)
+
+    def __contains__(self, item: Any) -> bool:
+        with self.lock:
+            return item in self.items

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from flask import Flask, current_app, g, has_request_context, request
+from helpers import Events
 
 import flask_asgi
 
@@ -25,27 +26,11 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10) -> bool:
     return predicate()
 
 
-class Record:
-    """What the tasks saw, from any thread."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self.lock = threading.Lock()
-
-    def add(self, item: Any) -> None:
-        with self.lock:
-            self.items.append(item)
-
-    def __contains__(self, item: Any) -> bool:
-        with self.lock:
-            return item in self.items
-
-
-def build_app() -> tuple[Flask, flask_asgi.ASGI, Record]:
+def build_app() -> tuple[Flask, flask_asgi.ASGI, Events]:
     app = Flask("background_app")
     app.config["FLASK_ASGI_SHUTDOWN_TIMEOUT"] = 0.5
     asgi = flask_asgi.ASGI(app)
-    record = Record()
+    record = Events()
 
     async def async_job(tag: str) -> None:
         await asyncio.sleep(0.05)

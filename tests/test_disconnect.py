@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import greenlet
+import helpers
 import httpx
 import pytest
 from flask import Flask, g, request
@@ -45,21 +46,12 @@ def send_and_leave(base: str, raw_request: bytes, wait_first_bytes: bool = False
     return received
 
 
-class Events:
+class Events(helpers.Events):
     """A thread-safe record of what the app saw."""
 
     def __init__(self) -> None:
-        self.items: list[Any] = []
-        self.lock = threading.Lock()
+        super().__init__()
         self.release = threading.Event()  # lets a still-running view finish
-
-    def add(self, item: Any) -> None:
-        with self.lock:
-            self.items.append(item)
-
-    def __contains__(self, item: Any) -> bool:
-        with self.lock:
-            return item in self.items
 
 
 def build_app() -> tuple[Flask, flask_asgi.ASGI, Events]:

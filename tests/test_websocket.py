@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import greenlet
+import helpers
 import pytest
 import websockets
 from flask import (
@@ -51,20 +52,8 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 20) -> bool
     return predicate()
 
 
-class Events:
-    """A thread-safe record of what the app saw."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self.lock = threading.Lock()
-
-    def add(self, item: Any) -> None:
-        with self.lock:
-            self.items.append(item)
-
-    def __contains__(self, item: Any) -> bool:
-        with self.lock:
-            return item in self.items
+class Events(helpers.Events):
+    """A thread-safe record of what the app saw, with counts."""
 
     def count(self, item: Any) -> int:
         with self.lock:
