@@ -113,3 +113,25 @@ async def test_content_length_over_the_limit_is_413_without_reading(view_async: 
     # No body message at all: the 413 comes from the header alone, nothing is buffered.
     assert await call(asgi, headers, []) == 413
     assert seen == ["RequestEntityTooLarge"]
+
+
+def test_header_names_with_underscores_are_dropped() -> None:
+    # As gunicorn does: X_Forwarded_For must not pass for X-Forwarded-For in the environ.
+    from flask_asgi.environ import build_environ
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "query_string": b"",
+        "headers": [
+            (b"x_forwarded_for", b"6.6.6.6"),
+            (b"x-forwarded-proto", b"https"),
+            (b"cookie", b"a=1"),
+            (b"cookie", b"b=2"),
+        ],
+    }
+    environ = build_environ(scope, None)  # type: ignore[arg-type]
+    assert "HTTP_X_FORWARDED_FOR" not in environ
+    assert environ["HTTP_X_FORWARDED_PROTO"] == "https"
+    assert environ["HTTP_COOKIE"] == "a=1; b=2"

@@ -16,49 +16,71 @@ _header_keys: dict[bytes, str] = {}
 
 
 def _environ_key(name: bytes) -> str:
-    """``b"x-forwarded-for"`` -> ``"HTTP_X_FORWARDED_FOR"`` (memoised: the set is small)."""
+    """``b"x-forwarded-for"`` -> ``"HTTP_X_FORWARDED_FOR"`` (memoised: the set is small).
+
+    A name with an underscore gives ``""``: the header is dropped, as gunicorn does, since
+    ``X_Forwarded_For`` would otherwise pass for ``X-Forwarded-For`` in the environ.
+    """
     key = _header_keys.get(name)
     if key is None:
-        key = _SPECIAL_HEADERS.get(name) or "HTTP_" + name.decode("latin-1").upper().replace(
-            "-", "_"
-        )
+        if b"_" in name:
+            key = ""
+        else:
+            key = _SPECIAL_HEADERS.get(name) or "HTTP_" + name.decode("latin-1").upper().replace(
+                "-", "_"
+            )
         if len(_header_keys) < 1024:
             _header_keys[name] = key
     return key
 
 
+#: The keys that are the same for every request (copied, then filled in).
+_CONSTANT: dict[str, Any] = {
+    "wsgi.version": (1, 0),
+    "wsgi.errors": sys.stderr,
+    "wsgi.multithread": True,
+    "wsgi.multiprocess": True,
+    "wsgi.run_once": False,
+    # Our stream ends where the body ends, so Werkzeug may read it to EOF.
+    "wsgi.input_terminated": True,
+}
+
+
+def _wsgi_str(text: str) -> str:
+    """An ASGI (unicode) path as a WSGI string: its UTF-8 bytes read as latin-1."""
+    return text if text.isascii() else text.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
 def build_environ(scope: dict[str, Any], receive: Receive) -> dict[str, Any]:
     """Build the environ for ``scope``; its ``wsgi.input`` reads the body from ``receive``."""
-    root_path: str = scope.get("root_path", "")
+    environ = _CONSTANT.copy()
     path: str = scope["path"]
-    if root_path and path.startswith(root_path):
-        path = path[len(root_path) :]
+    root_path: str = scope.get("root_path", "")
+    if root_path:
+        if path.startswith(root_path):
+            path = path[len(root_path) :]
+        environ["SCRIPT_NAME"] = _wsgi_str(root_path)
+    else:
+        environ["SCRIPT_NAME"] = ""
+    environ["PATH_INFO"] = _wsgi_str(path)
+    environ["REQUEST_METHOD"] = scope["method"]
+    environ["QUERY_STRING"] = scope["query_string"].decode("latin-1")
     server = scope.get("server") or ("localhost", 80)
+    environ["SERVER_NAME"] = server[0]
+    environ["SERVER_PORT"] = "80" if server[1] is None else str(server[1])
+    environ["SERVER_PROTOCOL"] = "HTTP/" + scope.get("http_version", "1.1")
+    environ["wsgi.url_scheme"] = scope.get("scheme", "http")
+    environ["asgi.scope"] = scope
     client = scope.get("client")
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": scope["method"],
-        "SCRIPT_NAME": root_path.encode("utf-8", "surrogateescape").decode("latin-1"),
-        "PATH_INFO": path.encode("utf-8", "surrogateescape").decode("latin-1"),
-        "QUERY_STRING": scope["query_string"].decode("latin-1"),
-        "SERVER_NAME": server[0],
-        "SERVER_PORT": str(server[1]) if server[1] is not None else "80",
-        "SERVER_PROTOCOL": "HTTP/" + scope.get("http_version", "1.1"),
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scope.get("scheme", "http"),
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": True,
-        "wsgi.run_once": False,
-        # Our stream ends where the body ends, so Werkzeug may read it to EOF.
-        "wsgi.input_terminated": True,
-        "asgi.scope": scope,
-    }
     if client:
         environ["REMOTE_ADDR"] = client[0]
         environ["REMOTE_PORT"] = str(client[1])
     chunked = False
+    keys = _header_keys
     for name, value in scope["headers"]:
-        key = _environ_key(name)
+        key = keys.get(name) or _environ_key(name)
+        if not key:
+            continue
         text = value.decode("latin-1")
         if key in environ:
             # Repeated headers are folded as a WSGI server does (cookies use their own separator).
