@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +123,23 @@ class Events:
     def __contains__(self, item: Any) -> bool:
         with self.lock:
             return item in self.items
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds pass; return its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+async def wait_async(event: threading.Event, timeout: float = 10) -> bool:
+    """Wait for a thread's ``event`` from async code without blocking the loop."""
+    deadline = time.monotonic() + timeout
+    while not event.is_set():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True

@@ -6,24 +6,15 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from flask import Flask, current_app, g, has_request_context, request
-from helpers import Events
+from helpers import Events, wait_for
 
 import flask_asgi
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def build_app() -> tuple[Flask, flask_asgi.ASGI, Events]:

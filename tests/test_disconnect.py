@@ -7,7 +7,7 @@ import gc
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import greenlet
@@ -15,18 +15,9 @@ import helpers
 import httpx
 import pytest
 from flask import Flask, g, request
-from helpers import run_live
+from helpers import run_live, wait_for
 
 import flask_asgi
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def port_of(base: str) -> int:

@@ -8,12 +8,13 @@ import datetime
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from flask import Flask, current_app, g, request
+from helpers import wait_async, wait_for
 
 import flask_asgi
 from flask_asgi import ServerSentEvent, event_stream
@@ -47,24 +48,6 @@ def parse_events(text: str) -> list[dict[str, Any]]:
         else:
             fields[name] = value
     return events
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
-async def wait_async(event: threading.Event, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while not event.is_set():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
 
 
 # -- encoding -------------------------------------------------------------------------------

@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from flask import Flask, Response, make_response, request
+from helpers import wait_async
 
 import flask_asgi
-
-
-async def wait_async(event: threading.Event, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while not event.is_set():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
 
 
 def build_app() -> tuple[Flask, flask_asgi.ASGI, dict[str, threading.Event]]:

@@ -34,12 +34,7 @@ from flask_asgi.websocket_testing import WebSocketRejected
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+    return helpers.wait_for(predicate, timeout)
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 20) -> bool:

@@ -86,9 +86,7 @@ async def handle_lifespan(asgi: ASGI, scope: dict[str, Any], receive: Receive, s
         try:
             running = await startup(asgi)
         except BaseException as exc:
-            logger.error("flask-asgi startup failed", exc_info=exc)
-            text = "".join(traceback.format_exception_only(exc)).strip()
-            await send({"type": "lifespan.startup.failed", "message": text})
+            await _report_failure(send, "startup", exc)
             return
         await send({"type": "lifespan.startup.complete"})
         message = await receive()
@@ -96,8 +94,13 @@ async def handle_lifespan(asgi: ASGI, scope: dict[str, Any], receive: Receive, s
         try:
             await shutdown(asgi, running)
         except BaseException as exc:
-            logger.error("flask-asgi shutdown failed", exc_info=exc)
-            text = "".join(traceback.format_exception_only(exc)).strip()
-            await send({"type": "lifespan.shutdown.failed", "message": text})
+            await _report_failure(send, "shutdown", exc)
             return
         await send({"type": "lifespan.shutdown.complete"})
+
+
+async def _report_failure(send: Send, phase: str, exc: BaseException) -> None:
+    """Log a failed startup/shutdown once, and tell the server (which exits on startup)."""
+    logger.error("flask-asgi %s failed", phase, exc_info=exc)
+    text = "".join(traceback.format_exception_only(exc)).strip()
+    await send({"type": f"lifespan.{phase}.failed", "message": text})
