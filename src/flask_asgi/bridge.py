@@ -3,10 +3,11 @@
 Flask calls every async callable (views, hooks, error handlers...) through
 ``app.ensure_sync`` -> ``app.async_to_sync``: a *synchronous* call that must return the
 coroutine's result. flask-asgi runs Flask's pipeline for an async endpoint in a child
-greenlet of the request's asyncio task. ``await_`` switches from that greenlet back to the
-task, which awaits the coroutine natively on the loop and switches back with its result
-(the pattern of SQLAlchemy's asyncio layer). The child shares the task's contextvars
-Context, so Flask's contexts pushed in the greenlet are visible to the awaited coroutines.
+greenlet of the request's asyncio task (the pattern of SQLAlchemy's asyncio layer).
+``await_`` steps the coroutine right there in the greenlet; whenever it suspends on a
+future, the greenlet switches to the task, which hands the future to the event loop and
+switches back with its result. The child shares the task's contextvars Context, so Flask's
+contexts pushed in the greenlet are visible to everything it awaits.
 
 Code that is not in such a greenlet awaits differently:
 
