@@ -300,3 +300,64 @@ async def test_async_test_client_requests_overlap() -> None:
         elapsed = time.monotonic() - started
     assert [r.text for r in responses] == ["async"] * 20 + ["sync"] * 4
     assert elapsed < 5  # serial: 12 s
+
+
+def test_1000_requests_wait_together_on_one_loop() -> None:
+    # Straight through the ASGI callable (no client to be the bottleneck): 1,000 requests
+    # each awaiting a 1 s sleep are all in flight at once, on the loop's thread only.
+    app = Flask(__name__)
+    asgi = flask_asgi.ASGI(app)
+    in_flight = 0
+    peak = 0
+    threads: set[str] = set()
+
+    @app.get("/sleep")
+    async def sleep() -> str:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        threads.add(threading.current_thread().name)
+        await asyncio.sleep(1)
+        in_flight -= 1
+        return "slept"
+
+    async def one() -> int:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/sleep",
+            "raw_path": b"/sleep",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"test")],
+            "server": ("test", 80),
+            "client": ("127.0.0.1", 1),
+        }
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.sleep(3600)  # no disconnect while the request runs
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await asgi(scope, receive, send)
+        return int(sent[0]["status"])
+
+    async def run() -> tuple[list[int], int]:
+        baseline = threading.active_count()
+        statuses = await asyncio.gather(*(one() for _ in range(1000)))
+        return list(statuses), threading.active_count() - baseline
+
+    started = time.monotonic()
+    statuses, new_threads = asyncio.run(run())
+    elapsed = time.monotonic() - started
+    assert statuses == [200] * 1000
+    assert peak == 1000, "the requests did not all wait at the same time"
+    assert elapsed < 8, f"1000 x 1 s sleeps took {elapsed:.1f} s"
+    assert threads == {threading.current_thread().name}  # all on the loop's thread
+    assert new_threads == 0
