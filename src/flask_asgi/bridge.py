@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import Executor
 from typing import Any, ParamSpec, TypeVar
 
-from greenlet import getcurrent, greenlet
+from greenlet import GreenletExit, getcurrent, greenlet
 
 from .background_loop import background_loop
 
@@ -70,6 +70,8 @@ def _greenlet_main(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
     while True:
         try:
             done = _Done(fn(*args), None)
+        except GreenletExit:
+            raise  # the greenlet is being collected (its task is gone): let it die
         except BaseException as exc:  # noqa: B036 - handed to the driver, which raises it
             done = _Done(None, exc)
         fn = args = None  # type: ignore[assignment]  # drop references while idle
