@@ -143,3 +143,23 @@ async def wait_async(event: threading.Event, timeout: float = 10) -> bool:
             return False
         await asyncio.sleep(0.01)
     return True
+
+
+def http_scope(
+    path: str = "/", method: str = "GET", headers: list[tuple[bytes, bytes]] | None = None
+) -> dict[str, Any]:
+    """An ASGI ``http`` scope as uvicorn would build it, for calling an app directly."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"test")] if headers is None else headers,
+        "server": ("test", 80),
+        "client": ("127.0.0.1", 5000),
+    }

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from flask import Flask, request
+from helpers import http_scope
 from werkzeug.exceptions import ClientDisconnected
 
 import flask_asgi
@@ -73,20 +74,7 @@ def call_asgi(
     async def send(message: dict[str, Any]) -> None:
         messages.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "server": ("testserver", 80),
-        "client": ("127.0.0.1", 5000),
-    }
+    scope = http_scope(path, method, headers)
     asyncio.run(asyncio.wait_for(asgi(scope, receive, send), 10))
     body = b"".join(m.get("body", b"") for m in messages[1:])
     return messages[0]["status"], body, received

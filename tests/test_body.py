@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from flask import Flask, request
+from helpers import http_scope
 
 from flask_asgi import ASGI
 
@@ -37,20 +38,7 @@ def make_asgi(view_async: bool) -> tuple[ASGI, list[Any]]:
 
 
 async def call(asgi: ASGI, headers: list[tuple[bytes, bytes]], messages: list[Any]) -> int:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/",
-        "raw_path": b"/",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"test"), *headers],
-        "server": ("test", 80),
-        "client": ("127.0.0.1", 1),
-    }
+    scope = http_scope("/", "POST", [(b"host", b"test"), *headers])
     inbox = list(messages)
     sent: list[dict[str, Any]] = []
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 from flask import Flask, current_app
-from helpers import EXAMPLES, run_live
+from helpers import EXAMPLES, http_scope, run_live
 
 import flask_asgi
 
@@ -322,20 +322,7 @@ def test_1000_requests_wait_together_on_one_loop() -> None:
         return "slept"
 
     async def one() -> int:
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": "/sleep",
-            "raw_path": b"/sleep",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"host", b"test")],
-            "server": ("test", 80),
-            "client": ("127.0.0.1", 1),
-        }
+        scope = http_scope("/sleep")
         sent: list[dict[str, Any]] = []
 
         async def receive() -> dict[str, Any]:

@@ -59,7 +59,6 @@ class ASGI:
         self.hooks = ServingHooks()
         self._executor: ThreadPoolExecutor | None = None
         self.classifier: EndpointClassifier
-        self.buffer_limit = DEFAULTS["FLASK_ASGI_RESPONSE_BUFFER"]
         if app is not None:
             self.init_app(app)
 
@@ -70,7 +69,6 @@ class ASGI:
         self._app = app
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
-        self.buffer_limit = int(app.config["FLASK_ASGI_RESPONSE_BUFFER"])
         # The one seam: Flask runs every async view, hook and handler through this.
         app.async_to_sync = async_to_sync  # type: ignore[method-assign]
         if app.test_client_class is None:

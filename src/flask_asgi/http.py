@@ -177,6 +177,8 @@ async def handle_http(asgi: ASGI, scope: dict[str, Any], receive: Receive, send:
     """The ASGI entry point for ``http`` scopes."""
     app = asgi.app
     environ = build_environ(scope, receive)
+    # Read per request, as Flask reads its own settings (MAX_CONTENT_LENGTH...).
+    buffer_limit: int = app.config["FLASK_ASGI_RESPONSE_BUFFER"]
     exchange = Exchange(send, receive, environ["wsgi.input"])
     try:
         if asgi.classifier.is_async(environ):
@@ -187,7 +189,7 @@ async def handle_http(asgi: ASGI, scope: dict[str, Any], receive: Receive, send:
                     app.wsgi_app,
                     environ,
                     exchange,
-                    asgi.buffer_limit,
+                    buffer_limit,
                     on_first_await=lambda: _first_await(exchange),
                 )
             except asyncio.CancelledError:
@@ -197,7 +199,7 @@ async def handle_http(asgi: ASGI, scope: dict[str, Any], receive: Receive, send:
         else:
             # A sync view cannot be cancelled; a disconnect only stops its streaming.
             messages = await run_in_worker(
-                asgi.executor, respond, app.wsgi_app, environ, exchange, asgi.buffer_limit
+                asgi.executor, respond, app.wsgi_app, environ, exchange, buffer_limit
             )
         if messages is not None:
             exchange.finished = True
