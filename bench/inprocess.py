@@ -17,8 +17,8 @@ from flask import Flask, jsonify, request
 from werkzeug.test import EnvironBuilder
 
 from flask_asgi import ASGI
-from flask_asgi.bridge import run_in_greenlet
-from flask_asgi.environ import build_environ
+from flask_asgi.ground.bridge import run_in_greenlet
+from flask_asgi.protocol.environ import build_environ
 
 app = Flask(__name__)
 

@@ -14,12 +14,13 @@ import flask
 import flask.testing
 import pytest
 
-import flask_asgi.http
+import flask_asgi.extension
+import flask_asgi.protocol.http
 import flask_asgi.testing
 from flask_asgi import ASGI
 
 _original_init = flask.Flask.__init__
-_original_handle_http = flask_asgi.http.handle_http
+_original_handle_http = flask_asgi.protocol.http.handle_http
 asgi_requests = 0
 
 
@@ -35,8 +36,8 @@ async def _counting_handle_http(*args: Any) -> None:
 
 
 flask.Flask.__init__ = _init  # type: ignore[method-assign]
-flask_asgi.http.handle_http = _counting_handle_http  # type: ignore[assignment]
-flask_asgi.extension.handle_http = _counting_handle_http  # type: ignore[attr-defined]
+flask_asgi.protocol.http.handle_http = _counting_handle_http  # type: ignore[assignment]
+flask_asgi.extension.handle_http = _counting_handle_http  # type: ignore[assignment]
 flask.testing.FlaskClient.run_wsgi_app = (  # type: ignore[method-assign]
     flask_asgi.testing.FlaskClient.run_wsgi_app
 )

@@ -105,7 +105,7 @@ async def test_content_length_over_the_limit_is_413_without_reading(view_async: 
 
 def test_header_names_with_underscores_are_dropped() -> None:
     # As gunicorn does: X_Forwarded_For must not pass for X-Forwarded-For in the environ.
-    from flask_asgi.environ import build_environ
+    from flask_asgi.protocol.environ import build_environ
 
     scope = {
         "type": "http",

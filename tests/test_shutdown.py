@@ -18,7 +18,7 @@ from flask import Flask
 from helpers import ROOT, VENV_BIN
 
 import flask_asgi
-from flask_asgi.config import DEFAULTS
+from flask_asgi.ground.config import DEFAULTS
 
 APP_MODULE = """
 import asyncio

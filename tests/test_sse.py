@@ -18,7 +18,7 @@ from helpers import wait_async, wait_for
 
 import flask_asgi
 from flask_asgi import ServerSentEvent, event_stream
-from flask_asgi.sse import EventStream, encode_event
+from flask_asgi.features.sse import EventStream, encode_event
 
 
 def parse_events(text: str) -> list[dict[str, Any]]:

@@ -29,8 +29,8 @@ from websockets.asyncio.client import connect
 
 import flask_asgi
 from flask_asgi import WebSocketDisconnect, websocket
-from flask_asgi.websocket import _run_connection
-from flask_asgi.websocket_testing import WebSocketRejected
+from flask_asgi.protocol.websocket import run_connection as _run_connection
+from flask_asgi.testing import WebSocketRejected
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20) -> bool:

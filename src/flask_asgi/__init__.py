@@ -1,11 +1,11 @@
 """flask-asgi: serve an unmodified Flask app on ASGI, async views native on one shared loop."""
 
-from .background import add_background_task, background_task_failed
-from .bridge import await_, run_sync
 from .extension import ASGI
-from .sse import ServerSentEvent, event_stream, last_event_id
-from .streaming import stream
-from .websocket import WebSocket, WebSocketDisconnect, websocket, websocket_route
+from .features.background import add_background_task, background_task_failed
+from .features.sse import ServerSentEvent, event_stream, last_event_id
+from .features.streaming import stream
+from .ground.bridge import await_, run_sync
+from .protocol.websocket import WebSocket, WebSocketDisconnect, websocket, websocket_route
 
 __all__ = [
     "ASGI",

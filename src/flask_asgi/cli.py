@@ -14,8 +14,8 @@ import click
 import uvicorn
 from flask.cli import ScriptInfo, pass_script_info
 
-from .config import DEFAULTS
 from .extension import ASGI
+from .ground.config import DEFAULTS
 from .server import uvicorn_config
 
 _APP_ENV = "FLASK_ASGI_CLI_APP"

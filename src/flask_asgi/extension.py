@@ -2,49 +2,29 @@
 
 from __future__ import annotations
 
-import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask
 
-from .bridge import async_to_sync
-from .config import DEFAULTS
-from .dispatch import EndpointClassifier
-from .http import Receive, Send, handle_http
-from .lifespan import handle_lifespan
-from .websocket import handle_websocket, websocket_route
-
-if TYPE_CHECKING:
-    from .broadcast import Broadcast
+from . import server
+from .features import background
+from .features.broadcast import Broadcast
+from .ground.asgi_types import Receive, Send
+from .ground.bridge import async_to_sync
+from .ground.config import DEFAULTS
+from .ground.pools import worker_pool
+from .ground.state import EXTENSION_KEY, ServingHooks, asgi_of
+from .protocol.dispatch import EndpointClassifier
+from .protocol.http import handle_http
+from .protocol.lifespan import handle_lifespan
+from .protocol.websocket import handle_websocket, websocket_route
+from .testing import AsyncClient, FlaskClient, Lifespan
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-EXTENSION_KEY = "flask_asgi"
-
-
-class ServingHooks:
-    """The lifespan hooks registered for an app, kept in ``app.extensions``.
-
-    It holds no reference to the app or to the ``ASGI`` object (only a weak one), so
-    attaching flask-asgi creates no reference cycle: an app is freed as soon as its last
-    reference goes, as Flask promises. Hooks live here, not on the ``ASGI`` object, so
-    ``flask serve`` finds them even when the ``ASGI`` object that registered them is gone.
-    """
-
-    def __init__(self) -> None:
-        self.before_serving: list[Callable[[], Any]] = []
-        self.after_serving: list[Callable[[], Any]] = []
-        self.while_serving: list[Callable[[], Any]] = []
-        self.asgi: weakref.ref[ASGI] | None = None
-
-    def adopt(self, other: ServingHooks) -> None:
-        self.before_serving += other.before_serving
-        self.after_serving += other.after_serving
-        self.while_serving += other.while_serving
 
 
 class ASGI:
@@ -72,8 +52,6 @@ class ASGI:
         # The one seam: Flask runs every async view, hook and handler through this.
         app.async_to_sync = async_to_sync  # type: ignore[method-assign]
         if app.test_client_class is None:
-            from .testing import FlaskClient
-
             app.test_client_class = FlaskClient
         existing = app.extensions.get(EXTENSION_KEY)
         if isinstance(existing, ServingHooks) and existing is not self.hooks:
@@ -81,17 +59,22 @@ class ASGI:
             self.hooks = existing
         app.extensions[EXTENSION_KEY] = self.hooks
         self.hooks.asgi = weakref.ref(self)
+        self.hooks.factory = type(self)
+        # Background tasks: tasks from the app's threads go to the server loop, and are
+        # drained first at shutdown (they may use what the user's hooks close).
+        if background.serving_started not in self.hooks.starting:
+            self.hooks.starting.append(background.serving_started)
+        if background.serving_stopping not in self.hooks.stopping:
+            self.hooks.stopping.append(background.serving_stopping)
         self.classifier = EndpointClassifier(app)
 
     @classmethod
     def of(cls, app: Flask) -> ASGI:
         """The ``ASGI`` object serving ``app``, making one (with the app's hooks) if none
         is alive."""
-        hooks = app.extensions.get(EXTENSION_KEY)
-        if isinstance(hooks, ServingHooks) and hooks.asgi is not None:
-            asgi = hooks.asgi()
-            if asgi is not None:
-                return asgi
+        if isinstance(app.extensions.get(EXTENSION_KEY), ServingHooks):
+            asgi: ASGI = asgi_of(app)
+            return asgi
         return cls(app)
 
     @property
@@ -110,11 +93,11 @@ class ASGI:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await handle_http(self, scope, receive, send)
+            await handle_http(self.app, self.classifier, self.executor, scope, receive, send)
         elif kind == "lifespan":
-            await handle_lifespan(self, scope, receive, send)
+            await handle_lifespan(self.app, self.hooks, scope, receive, send)
         elif kind == "websocket":
-            await handle_websocket(self, scope, receive, send)
+            await handle_websocket(self.app, self.executor, scope, receive, send)
         else:
             raise ValueError(f"flask-asgi cannot handle ASGI scope type {kind!r}")
 
@@ -140,15 +123,11 @@ class ASGI:
 
     async def serve(self, host: str = "127.0.0.1", port: int = 5000, **options: Any) -> None:
         """Serve on uvicorn from a running event loop (Quart's ``app.run_task()``)."""
-        from .server import serve
-
-        await serve(self, host, port, **options)
+        await server.serve(self, host, port, **options)
 
     def run(self, host: str = "127.0.0.1", port: int = 5000, **options: Any) -> None:
         """Serve on uvicorn, blocking until the server stops (Flask's ``app.run()``)."""
-        from .server import run
-
-        run(self, host, port, **options)
+        server.run(self, host, port, **options)
 
     # -- WebSockets (docs/websockets.md) ---------------------------------------------------
 
@@ -161,21 +140,15 @@ class ASGI:
     def broadcast(self) -> Broadcast:
         """Publish/subscribe between connections (in-process, or Redis with
         ``FLASK_ASGI_BROADCAST_URL``)."""
-        from .broadcast import Broadcast
-
-        return Broadcast(self)
+        return Broadcast(self.app, self.hooks)
 
     def test_client(self, **kwargs: Any) -> Any:
         """An async test client: ``async with asgi.test_client() as client:``."""
-        from .testing import AsyncClient
-
         return AsyncClient(self, **kwargs)
 
     def serving(self) -> Any:
         """Run the lifespan hooks around a block: ``with`` (on the background loop that the
         sync test client uses) or ``async with`` (on the running loop)."""
-        from .testing import Lifespan
-
         return Lifespan(self)
 
     # -- background tasks (background.py) -------------------------------------------------
@@ -184,36 +157,9 @@ class ASGI:
         """Run ``func(*args, **kwargs)`` in the background, in an app context: on the server
         loop if ``async def``, else in the worker pool. During a request it starts once the
         response has been sent. Shutdown waits ``FLASK_ASGI_SHUTDOWN_TIMEOUT`` for it."""
-        from .background import add
-
-        add(self.app, func, *args, **kwargs)
+        background.add(self.app, func, *args, **kwargs)
 
     def wait_background_tasks(self, timeout: float | None = None) -> Any:
         """Wait for the background tasks (True: none left). ``await`` it on a loop's thread;
         elsewhere it blocks."""
-        from .background import wait
-
-        return wait(self.app, timeout)
-
-
-_pools: dict[int, ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
-
-
-def worker_pool(size: int) -> ThreadPoolExecutor:
-    """The process-wide worker pool of ``size`` threads (apps of one size share it, so the
-    bound holds per process however many apps are created, as in a test suite)."""
-    with _pools_lock:
-        pool = _pools.get(size)
-        if pool is None:
-            pool = _pools[size] = ThreadPoolExecutor(
-                max_workers=size, thread_name_prefix="flask-asgi-worker"
-            )
-        return pool
-
-
-def current_executor() -> ThreadPoolExecutor | None:
-    """The worker pool of the current app's ``ASGI`` (None: the loop's default pool)."""
-    if has_app_context() and EXTENSION_KEY in current_app.extensions:
-        return worker_pool(int(current_app.config["FLASK_ASGI_THREADS"]))
-    return None
+        return background.wait(self.app, timeout)

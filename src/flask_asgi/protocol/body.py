@@ -2,21 +2,19 @@
 
 Nothing is received before the app reads: Werkzeug enforces ``MAX_CONTENT_LENGTH`` (413)
 from the Content-Length header, or while reading a chunked body, so an oversized upload is
-refused before it is buffered. Reads pull messages through :func:`~flask_asgi.bridge.await_`,
+refused before it is buffered. Reads pull messages through :func:`~flask_asgi.ground.bridge.await_`,
 which works both in a request greenlet and in a worker thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
 from flask import has_request_context, request
 from werkzeug.exceptions import BadRequest, ClientDisconnected, RequestEntityTooLarge
 
-from .bridge import await_
-
-Receive = Callable[[], Awaitable[dict[str, Any]]]
+from ..ground.asgi_types import Receive
+from ..ground.bridge import await_
 
 
 class RequestBody:

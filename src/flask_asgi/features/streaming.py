@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from flask import has_request_context, stream_with_context
 
-from .bridge import await_
+from ..ground.bridge import await_
 
 T = TypeVar("T")
 

@@ -29,10 +29,12 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from .bridge import await_
+from ..ground.bridge import await_
 
 if TYPE_CHECKING:
-    from .extension import ASGI
+    from flask import Flask
+
+    from ..ground.state import ServingHooks
 
 logger = logging.getLogger("flask_asgi")
 
@@ -333,19 +335,18 @@ class _Bound:
 class Broadcast:
     """``asgi.broadcast``: see the module docstring and docs/websockets.md."""
 
-    def __init__(self, asgi: ASGI) -> None:
-        self._asgi = weakref.ref(asgi)
+    def __init__(self, app: Flask, hooks: ServingHooks) -> None:
+        self._app = weakref.ref(app)  # no cycle: the app's extensions hold the hooks
         self._lock = threading.Lock()
         self._bound: _Bound | None = None
         # Connect at startup (a wrong URL then stops the server), close at shutdown.
-        asgi.hooks.before_serving.append(self.start)
-        asgi.hooks.after_serving.append(self.stop)
+        hooks.before_serving.append(self.start)
+        hooks.after_serving.append(self.stop)
 
     @property
     def url(self) -> str:
         """``FLASK_ASGI_BROADCAST_URL`` of the app (``""``: in-process)."""
-        asgi = self._asgi()
-        app = asgi._app if asgi is not None else None
+        app = self._app()
         return str(app.config.get("FLASK_ASGI_BROADCAST_URL") or "") if app is not None else ""
 
     def subscribe(self, channel: str, max_queue: int = 1024) -> Subscription:

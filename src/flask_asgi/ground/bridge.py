@@ -32,6 +32,7 @@ from typing import Any, ParamSpec, TypeVar
 from greenlet import GreenletExit, getcurrent, greenlet
 
 from .background_loop import background_loop
+from .pools import current_executor
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -250,8 +251,6 @@ async def run_sync(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     Flask's contexts (``current_app``, ``request``, ``g``, ``session``) are available in
     the call, and the call may itself use ``await_``.
     """
-    from .extension import current_executor
-
     if kwargs:
         fn = functools.partial(fn, **kwargs)
     return await run_in_worker(current_executor(), fn, *args)

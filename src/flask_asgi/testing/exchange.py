@@ -1,31 +1,34 @@
-"""Test clients whose requests all go through the ASGI path.
-
-``app.test_client()`` keeps Flask's API (cookies, ``session_transaction``, ``with client:``,
-``follow_redirects``...): only the last step changes, where Werkzeug would call the WSGI app,
-the request is turned into an ASGI scope and sent to the ``ASGI`` object. The sync client
-runs it on the shared background loop; the async client on the test's own loop.
-"""
+"""A request sent to an ASGI app from the client side: the ASGI scope an ASGI server would
+build from a WSGI environ, and a WSGI callable (:func:`asgi_as_wsgi`) that sends each
+request Werkzeug's test client makes through the ASGI path instead of ``wsgi_app``."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, Protocol, TypeVar
 
-import flask.testing
-from werkzeug.test import TestResponse, run_wsgi_app
-from werkzeug.wsgi import get_current_url
+from flask import Flask
 
-from .bridge import await_, run_in_greenlet
-from .environ import ENVIRON_EXTENSION
-
-if TYPE_CHECKING:
-    from .extension import ASGI
-    from .websocket_testing import AsyncWebSocketSession, WebSocketSession
+from ..ground.asgi_types import Receive, Send
+from ..ground.bridge import await_
+from ..protocol.environ import ENVIRON_EXTENSION
 
 T = TypeVar("T")
+
+#: An ASGI application (the ``ASGI`` object, or anything with its signature).
+ASGIApp = Callable[[dict[str, Any], Receive, Send], Coroutine[Any, Any, None]]
+
+
+class ServedApp(Protocol):
+    """What the test clients need of the ``ASGI`` object: its app, and the ASGI callable."""
+
+    @property
+    def app(self) -> Flask: ...
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None: ...
+
 
 #: Environ keys that the ASGI scope carries, or that the ASGI side builds itself.
 _SCOPE_KEYS = {
@@ -112,7 +115,7 @@ class _ResponseBody(Iterator[bytes]):
 class _Exchange:
     """One request sent to the ASGI app, seen from the client side."""
 
-    def __init__(self, asgi: ASGI, environ: dict[str, Any]) -> None:
+    def __init__(self, asgi: ASGIApp, environ: dict[str, Any]) -> None:
         self.scope = scope_from_environ(environ)
         self.environ = environ
         self.messages: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -123,7 +126,7 @@ class _Exchange:
         self.task = asyncio.get_running_loop().create_task(self._run(asgi))
         self.task.add_done_callback(lambda _: self.messages.put_nowait(None))
 
-    async def _run(self, asgi: ASGI) -> None:
+    async def _run(self, asgi: ASGIApp) -> None:
         try:
             await asgi(self.scope, self.receive, self.send)
         except (KeyboardInterrupt, SystemExit) as exc:
@@ -195,7 +198,7 @@ class _Exchange:
         self._raise_error()
 
 
-def asgi_as_wsgi(asgi: ASGI) -> Any:
+def asgi_as_wsgi(asgi: ASGIApp) -> Any:
     """A WSGI callable that sends each request through ``asgi`` (for Werkzeug's client)."""
 
     def app(environ: dict[str, Any], start_response: Any) -> _ResponseBody:
@@ -208,127 +211,3 @@ def asgi_as_wsgi(asgi: ASGI) -> Any:
         return _ResponseBody(exchange)
 
     return app
-
-
-class FlaskClient(flask.testing.FlaskClient):
-    """Flask's test client, with every request sent through the app's ASGI path."""
-
-    def run_wsgi_app(self, environ: dict[str, Any], buffered: bool = False) -> tuple[Any, str, Any]:
-        from .extension import ASGI
-
-        # Werkzeug's Client.run_wsgi_app, with the ASGI path in place of the WSGI app.
-        self._add_cookies_to_wsgi(environ)
-        rv = run_wsgi_app(asgi_as_wsgi(ASGI.of(self.application)), environ, buffered=buffered)
-        url = urlsplit(get_current_url(environ))
-        self._update_cookies_from_response(
-            url.hostname or "localhost", url.path, rv[2].getlist("Set-Cookie")
-        )
-        return rv
-
-    def websocket(self, path: str = "/", **kwargs: Any) -> WebSocketSession:
-        """A WebSocket connection to ``path``: ``with client.websocket("/ws") as ws:``
-        (see docs/websockets.md)."""
-        from .extension import ASGI
-        from .websocket_testing import WebSocketSession
-
-        return WebSocketSession(ASGI.of(self.application), self, path, **kwargs)
-
-
-class AsyncClient:
-    """``async with asgi.test_client() as client: response = await client.get("/")``.
-
-    Wraps the app's sync test client: its cookie jar and request building run in a
-    greenlet, and the request itself runs on the test's event loop. Responses are Flask's
-    ``TestResponse``, fully read. ``lifespan=True`` runs the serving hooks around the block.
-    """
-
-    def __init__(self, asgi: ASGI, lifespan: bool = False, **kwargs: Any) -> None:
-        self.asgi = asgi
-        self.client = asgi.app.test_client(**kwargs)
-        self._lifespan = Lifespan(asgi) if lifespan else None
-
-    async def __aenter__(self) -> AsyncClient:
-        if self._lifespan is not None:
-            await self._lifespan.__aenter__()
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        if self._lifespan is not None:
-            await self._lifespan.__aexit__(*exc_info)
-
-    async def open(self, *args: Any, **kwargs: Any) -> TestResponse:
-        kwargs["buffered"] = True  # the body must be read while we are on the loop
-        response: TestResponse = await run_in_greenlet(lambda: self.client.open(*args, **kwargs))
-        return response
-
-    async def get(self, *args: Any, **kwargs: Any) -> TestResponse:
-        return await self.open(*args, method="GET", **kwargs)
-
-    async def post(self, *args: Any, **kwargs: Any) -> TestResponse:
-        return await self.open(*args, method="POST", **kwargs)
-
-    async def put(self, *args: Any, **kwargs: Any) -> TestResponse:
-        return await self.open(*args, method="PUT", **kwargs)
-
-    async def patch(self, *args: Any, **kwargs: Any) -> TestResponse:
-        return await self.open(*args, method="PATCH", **kwargs)
-
-    async def delete(self, *args: Any, **kwargs: Any) -> TestResponse:
-        return await self.open(*args, method="DELETE", **kwargs)
-
-    async def head(self, *args: Any, **kwargs: Any) -> TestResponse:
-        return await self.open(*args, method="HEAD", **kwargs)
-
-    async def options(self, *args: Any, **kwargs: Any) -> TestResponse:
-        return await self.open(*args, method="OPTIONS", **kwargs)
-
-    def websocket(self, path: str = "/", **kwargs: Any) -> AsyncWebSocketSession:
-        """A WebSocket connection: ``async with client.websocket("/ws") as ws:``."""
-        from .websocket_testing import AsyncWebSocketSession
-
-        return AsyncWebSocketSession(self.asgi, self.client, path, **kwargs)
-
-
-class Lifespan:
-    """Drive the app's ASGI lifespan as a server would (see ``ASGI.serving``)."""
-
-    def __init__(self, asgi: ASGI) -> None:
-        self.asgi = asgi
-        self._inbox: asyncio.Queue[dict[str, Any]] | None = None
-        self._outbox: asyncio.Queue[dict[str, Any]] | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def _expect(self, wanted: str) -> None:
-        assert self._outbox is not None and self._task is not None
-        getter = asyncio.ensure_future(self._outbox.get())
-        await asyncio.wait({getter, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if not getter.done():
-            getter.cancel()
-            self._task.result()
-            raise RuntimeError("the lifespan task ended early")
-        message = getter.result()
-        if message["type"] != wanted:
-            raise RuntimeError(message.get("message") or message["type"])
-
-    async def __aenter__(self) -> Lifespan:
-        self._inbox, self._outbox = asyncio.Queue(), asyncio.Queue()
-        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}}
-        self._task = asyncio.get_running_loop().create_task(
-            self.asgi(scope, self._inbox.get, self._outbox.put)
-        )
-        await self._inbox.put({"type": "lifespan.startup"})
-        await self._expect("lifespan.startup.complete")
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        assert self._inbox is not None and self._task is not None
-        await self._inbox.put({"type": "lifespan.shutdown"})
-        await self._expect("lifespan.shutdown.complete")
-        await self._task
-
-    def __enter__(self) -> Lifespan:
-        await_(self.__aenter__())
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        await_(self.__aexit__(*exc_info))

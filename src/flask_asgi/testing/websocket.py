@@ -20,13 +20,11 @@ from werkzeug.datastructures import Headers
 from werkzeug.test import TestResponse
 from werkzeug.wrappers import Request
 
-from .testing import _call, _Interrupted, scope_from_environ
-from .websocket import HTTP_RESPONSE_EXTENSION, Message, WebSocketDisconnect
+from ..protocol.websocket import HTTP_RESPONSE_EXTENSION, Message, WebSocketDisconnect
+from .exchange import ServedApp, _call, _Interrupted, scope_from_environ
 
 if TYPE_CHECKING:
     from flask.testing import FlaskClient
-
-    from .extension import ASGI
 
 #: How long the client waits for the app (to accept, to answer, to finish) by default.
 DEFAULT_TIMEOUT = 10.0
@@ -91,7 +89,7 @@ class AsyncWebSocketSession:
 
     def __init__(
         self,
-        asgi: ASGI,
+        asgi: ServedApp,
         client: FlaskClient,
         path: str = "/",
         *,
@@ -302,7 +300,9 @@ class WebSocketSession:
     ``with client.websocket("/ws") as ws: ws.send("hi"); assert ws.receive() == "hi"``.
     Each call runs on the background loop that the sync client's requests use."""
 
-    def __init__(self, asgi: ASGI, client: FlaskClient, path: str = "/", **kwargs: Any) -> None:
+    def __init__(
+        self, asgi: ServedApp, client: FlaskClient, path: str = "/", **kwargs: Any
+    ) -> None:
         self._session = AsyncWebSocketSession(asgi, client, path, **kwargs)
 
     @property

@@ -25,7 +25,7 @@ from typing import Any
 
 from flask import Response, current_app, has_app_context, request
 
-from .bridge import greenlet_await
+from ..ground.bridge import greenlet_await
 from .streaming import stream
 
 #: The comment sent while the generator is idle (lines starting with ":" are ignored).

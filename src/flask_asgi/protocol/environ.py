@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from .body import Receive, RequestBody
+from ..ground.asgi_types import Receive
+from .body import RequestBody
 
 #: Scope extension through which the test client passes WSGI-only environ keys
 #: (``werkzeug.debug.preserve_context`` and the like) that have no ASGI equivalent.

@@ -1,45 +1,29 @@
-"""WebSocket routes for an unmodified Flask app, the Flask way.
+"""One WebSocket connection as its handler sees it: :class:`WebSocket`, behind the
+context-local :data:`websocket` proxy, and :class:`WebSocketDisconnect`.
 
-A WebSocket route is an ordinary Werkzeug ``Rule`` with ``websocket=True`` in the app's
-``url_map`` (registered by :func:`websocket_route` / ``asgi.websocket``), so converters,
-blueprints and ``url_for`` (``ws://`` URLs) work as for HTTP routes, and an HTTP request to
-it gets Werkzeug's ``400`` (``WebsocketMismatch``).
-
-:func:`handle_websocket` serves one ``websocket`` scope. The handshake becomes a WSGI
-environ (:func:`~flask_asgi.environ.build_environ`) and a pushed Flask request context, so
-``request`` (the handshake), ``session``, ``g``, ``current_app``, ``url_for``,
-``before_request`` hooks and URL value preprocessors work as in a view. The handler runs
-where an HTTP view of its kind runs: an ``async def`` handler in a request greenlet on the
-server loop, a plain ``def`` handler in a worker thread. The connection is the
-context-local :data:`websocket` proxy.
+The I/O methods work from an ``async def`` handler (coroutines on the loop) and from a
+sync handler's worker thread (blocking calls through ``await_``). A reader task takes
+client messages ahead of the handler, so a disconnect, an oversized message or an idle
+timeout is noticed whatever the handler is doing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
-import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from flask import Flask, Response
-from flask.sansio.scaffold import Scaffold
-from flask.signals import got_request_exception, request_started
+from flask import Flask
 from werkzeug.datastructures import Headers
-from werkzeug.exceptions import HTTPException
 from werkzeug.local import LocalProxy
 
-from .bridge import await_, run_in_greenlet, run_in_worker
-from .environ import build_environ
+from ...ground.asgi_types import Receive, Send
+from ...ground.bridge import await_
 
 if TYPE_CHECKING:
     from werkzeug.datastructures import ImmutableMultiDict, MultiDict
 
-    from .extension import ASGI
-    from .http import Receive, Send
-
-F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 Message = str | bytes
@@ -70,23 +54,6 @@ class WebSocketDisconnect(Exception):
         return f"WebSocket closed with code {self.code}" + (
             f": {self.reason}" if self.reason else ""
         )
-
-
-def websocket_route(scaffold: Scaffold, rule: str, **options: Any) -> Callable[[F], F]:
-    """Register a WebSocket handler on an app or a blueprint::
-
-        bp = Blueprint("chat", __name__, url_prefix="/chat")
-
-        @flask_asgi.websocket_route(bp, "/ws/<room>")
-        async def socket(room):
-            ...
-
-    It is ``scaffold.route(rule, websocket=True, **options)``: the rule goes into Flask's
-    ``url_map`` (for a blueprint, when it is registered), with the same ``endpoint``,
-    ``defaults``, ``subdomain``... options as ``route``.
-    """
-    options.pop("websocket", None)
-    return scaffold.route(rule, websocket=True, **options)
 
 
 def _on_loop_thread() -> bool:
@@ -457,188 +424,3 @@ _current: contextvars.ContextVar[WebSocket] = contextvars.ContextVar("flask_asgi
 websocket: WebSocket = LocalProxy(  # type: ignore[assignment]
     _current, unbound_message="Working outside of a WebSocket connection."
 )
-
-
-# -- serving one connection ---------------------------------------------------------------
-
-
-async def _no_body() -> dict[str, Any]:
-    return {"type": "http.request", "body": b"", "more_body": False}
-
-
-def handshake_environ(scope: dict[str, Any]) -> dict[str, Any]:
-    """The WSGI environ of a WebSocket handshake: a ``GET`` with ``Upgrade: websocket``,
-    which Werkzeug's router matches against ``websocket=True`` rules."""
-    http_scope = dict(scope)
-    http_scope["method"] = "GET"
-    http_scope["scheme"] = "https" if scope.get("scheme") in ("wss", "https") else "http"
-    http_scope.setdefault("query_string", b"")
-    environ = build_environ(http_scope, _no_body)
-    environ["asgi.scope"] = scope
-    environ["HTTP_UPGRADE"] = "websocket"
-    connection = environ.get("HTTP_CONNECTION", "")
-    if "upgrade" not in (token.strip().lower() for token in connection.split(",")):
-        environ["HTTP_CONNECTION"] = f"{connection}, Upgrade" if connection else "Upgrade"
-    return environ
-
-
-def _is_coroutine_function(func: Any) -> bool:
-    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(inspect.unwrap(func))
-
-
-def handler_is_async(app: Flask, environ: dict[str, Any]) -> bool:
-    """Does the handshake match an ``async def`` handler? (No match: the worker path.)"""
-    try:
-        adapter = app.create_url_adapter(app.request_class(environ))
-        assert adapter is not None
-        endpoint, _ = adapter.match()
-    except Exception:
-        return False
-    view = app.view_functions.get(endpoint)
-    if view is None:
-        return False
-    view_class = getattr(view, "view_class", None)
-    if view_class is not None:
-        handler = getattr(view_class, "get", None) or view_class.dispatch_request
-        return _is_coroutine_function(handler)
-    return _is_coroutine_function(view)
-
-
-async def handle_websocket(asgi: ASGI, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-    """The ASGI entry point for ``websocket`` scopes."""
-    message = await receive()
-    if message["type"] != "websocket.connect":
-        return  # the client left before the handshake reached us
-    app = asgi.app
-    environ = handshake_environ(scope)
-    config = app.config
-    ws = WebSocket(
-        app,
-        scope,
-        environ,
-        receive,
-        send,
-        max_message=int(config.get("FLASK_ASGI_WEBSOCKET_MAX_MESSAGE") or 0),
-        idle_timeout=float(config.get("FLASK_ASGI_WEBSOCKET_IDLE_TIMEOUT") or 0),
-    )
-    try:
-        if handler_is_async(app, environ):
-            task = ws._handler_task = asyncio.current_task()
-            assert task is not None
-            try:
-                await run_in_greenlet(_run_connection, app, environ, ws)
-            except asyncio.CancelledError:
-                if not ws._interrupted:
-                    raise
-                ws._interrupted = False
-                if task.uncancel() > 0:
-                    raise  # also cancelled by someone else (server shutdown)
-            else:
-                if ws._interrupted:  # the handler swallowed the cancellation
-                    task.uncancel()
-        else:
-            # A sync handler holds a worker thread for the whole connection.
-            await run_in_worker(asgi.executor, _run_connection, app, environ, ws)
-    finally:
-        await ws._finish()
-
-
-def _run_connection(app: Flask, environ: dict[str, Any], ws: WebSocket) -> None:
-    """Flask's ``wsgi_app`` for a WebSocket: push the handshake's request context, run
-    the hooks and the handler, pop the context (teardown) with the error, if any.
-
-    Runs in a request greenlet (async handler) or a worker thread (sync handler).
-    """
-    ctx = app.request_context(environ)
-    token = _current.set(ws)
-    error: BaseException | None = None
-    try:
-        try:
-            ctx.push()
-            _dispatch(app, ws)
-        except Exception as e:
-            error = e
-            if _handle_exception(app, ws, e):
-                raise
-        except BaseException as e:  # CancelledError (the connection closed), interrupts
-            # Teardown sees why the connection ended, as it would after a receive().
-            error = ws._disconnect() if ws._interrupted else e
-            raise
-    finally:
-        if error is not None and app.should_ignore_error(error):
-            error = None
-        ctx.pop(error)
-        _current.reset(token)
-
-
-def _dispatch(app: Flask, ws: WebSocket) -> None:
-    """``full_dispatch_request`` for a WebSocket: before the handshake is accepted, a
-    response (returned by a ``before_request`` hook or the handler, or made from an
-    ``abort()`` by the error handlers) refuses it."""
-    app._got_first_request = True
-    try:
-        request_started.send(app, _async_wrapper=app.ensure_sync)
-        rv = app.preprocess_request()
-        if rv is None:
-            ws._handler_running = True
-            try:
-                rv = app.dispatch_request()  # routing errors are raised here, as in Flask
-            finally:
-                ws._handler_running = False
-    except Exception as e:
-        if ws.state != "connecting":
-            raise
-        rv = app.handle_user_exception(e)
-    if ws.state == "connecting":
-        if rv is None:
-            await_(ws.close_async(1008))  # the handler neither accepted nor refused: 403
-        else:
-            _reject(ws, app.finalize_request(rv))
-    elif ws.state == "open":
-        await_(ws.close_async(1000))
-
-
-def _handle_exception(app: Flask, ws: WebSocket, e: Exception) -> bool:
-    """An exception escaped the hooks or the handler: return True to propagate it."""
-    if ws.state == "connecting":
-        # Flask's handle_exception: logs and makes the 500 response, or re-raises when
-        # PROPAGATE_EXCEPTIONS (testing, debug), as it would for an HTTP request.
-        _reject(ws, app.handle_exception(e))
-        return False
-    if isinstance(e, WebSocketDisconnect):
-        return False  # the connection ended: nothing to report
-    if isinstance(e, HTTPException):
-        await_(ws.close_async(1008, e.name))  # abort() after accept: policy violation
-        return False
-    got_request_exception.send(app, _async_wrapper=app.ensure_sync, exception=e)
-    await_(ws.close_async(1011))
-    propagate = app.config["PROPAGATE_EXCEPTIONS"]
-    if propagate is None:
-        propagate = app.testing or app.debug
-    if propagate:
-        return True
-    app.log_exception(sys.exc_info())
-    return False
-
-
-def _reject(ws: WebSocket, response: Response) -> None:
-    """Refuse the handshake with ``response`` (HTTP 403 without the server extension)."""
-    if not ws.http_response_supported:
-        await_(ws.close_async(1008))
-        return
-    app_iter, status, headers = response.get_wsgi_response(ws.environ)
-    try:
-        body = b"".join(app_iter)
-    finally:
-        close = getattr(app_iter, "close", None)
-        if close is not None:
-            close()
-    ws.state = "closed"
-    ws.rejected_status = int(status[:3])
-    start = {
-        "type": "websocket.http.response.start",
-        "status": ws.rejected_status,
-        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
-    }
-    await_(ws._send(start))
-    await_(ws._send({"type": "websocket.http.response.body", "body": body}))

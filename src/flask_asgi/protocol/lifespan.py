@@ -11,14 +11,13 @@ import inspect
 import logging
 import traceback
 from collections.abc import AsyncGenerator, Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .background import serving_started, serving_stopping
-from .bridge import greenlet_await, run_in_greenlet
-from .http import Receive, Send
+from flask import Flask
 
-if TYPE_CHECKING:
-    from .extension import ASGI
+from ..ground.asgi_types import Receive, Send
+from ..ground.bridge import greenlet_await, run_in_greenlet
+from ..ground.state import ServingHooks
 
 logger = logging.getLogger("flask_asgi")
 
@@ -38,13 +37,14 @@ async def _call(func: Callable[[], Any]) -> Any:
     return await run_in_greenlet(func)
 
 
-async def startup(asgi: ASGI) -> Generators:
+async def startup(app: Flask, hooks: ServingHooks) -> Generators:
     """Run the startup hooks; return the ``while_serving`` generators, paused at their yield."""
     running: Generators = []
-    serving_started(asgi.app)  # background tasks from the app's threads go to this loop
-    for func in asgi.hooks.before_serving:
+    for step in hooks.starting:  # flask-asgi's own (the background tasks' loop...)
+        step(app)
+    for func in hooks.before_serving:
         await _call(func)
-    for gen_func in asgi.hooks.while_serving:
+    for gen_func in hooks.while_serving:
         gen = gen_func()
         if inspect.isasyncgen(gen):
             await greenlet_await(_anext(gen))
@@ -54,9 +54,11 @@ async def startup(asgi: ASGI) -> Generators:
     return running
 
 
-async def shutdown(asgi: ASGI, running: Generators) -> None:
+async def shutdown(app: Flask, hooks: ServingHooks, running: Generators) -> None:
     """Resume the ``while_serving`` generators (last first), then run ``after_serving``."""
-    await serving_stopping(asgi.app)  # background tasks first: they may use the resources
+    # flask-asgi's own first (the background-task drain...): they may use the resources.
+    for stop in hooks.stopping:
+        await stop(app)
     errors: list[BaseException] = []
     for gen in reversed(running):
         try:
@@ -69,7 +71,7 @@ async def shutdown(asgi: ASGI, running: Generators) -> None:
         else:
             if more:
                 errors.append(RuntimeError(f"while_serving generator {gen!r} yielded twice"))
-    for func in asgi.hooks.after_serving:
+    for func in hooks.after_serving:
         try:
             await _call(func)
         except Exception as exc:
@@ -78,13 +80,15 @@ async def shutdown(asgi: ASGI, running: Generators) -> None:
         raise errors[0]
 
 
-async def handle_lifespan(asgi: ASGI, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+async def handle_lifespan(
+    app: Flask, hooks: ServingHooks, scope: dict[str, Any], receive: Receive, send: Send
+) -> None:
     """The ASGI entry point for ``lifespan`` scopes."""
     message = await receive()
     assert message["type"] == "lifespan.startup"
-    with asgi.app.app_context():
+    with app.app_context():
         try:
-            running = await startup(asgi)
+            running = await startup(app, hooks)
         except BaseException as exc:
             await _report_failure(send, "startup", exc)
             return
@@ -92,7 +96,7 @@ async def handle_lifespan(asgi: ASGI, scope: dict[str, Any], receive: Receive, s
         message = await receive()
         assert message["type"] == "lifespan.shutdown"
         try:
-            await shutdown(asgi, running)
+            await shutdown(app, hooks, running)
         except BaseException as exc:
             await _report_failure(send, "shutdown", exc)
             return

@@ -44,8 +44,10 @@ from flask import (
 )
 from flask.ctx import AppContext
 
-from .background_loop import background_loop
-from .bridge import _worker_loop, await_, greenlet_await, run_in_greenlet, run_in_worker
+from ..ground.background_loop import background_loop
+from ..ground.bridge import _worker_loop, await_, greenlet_await, run_in_greenlet, run_in_worker
+from ..ground.config import DEFAULTS
+from ..ground.pools import worker_pool
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response
@@ -173,8 +175,6 @@ class BackgroundTasks:
             if _is_async(job.func):
                 await greenlet_await(job.func(*job.args, **job.kwargs))
             else:
-                from .extension import worker_pool
-
                 pool = worker_pool(int(app.config["FLASK_ASGI_THREADS"]))
                 await run_in_worker(pool, _call_sync, job)
         except Exception as exc:
@@ -407,8 +407,6 @@ def serving_started(app: Flask) -> None:
 
 async def serving_stopping(app: Flask) -> None:
     """Lifespan shutdown, before the ``after_serving`` hooks: drain the background tasks."""
-    from .config import DEFAULTS
-
     timeout = app.config.get("FLASK_ASGI_SHUTDOWN_TIMEOUT", DEFAULTS["FLASK_ASGI_SHUTDOWN_TIMEOUT"])
     try:
         await tasks_of(app).drain(float(timeout))

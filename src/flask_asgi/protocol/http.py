@@ -4,24 +4,23 @@
 it (ProxyFix...) and Flask's whole pipeline run unchanged. For an async endpoint the call
 runs in a request greenlet on the loop; for a sync one, in a worker thread. The same
 :func:`respond` runs in both places: it buffers small known-length bodies into one
-message and streams the rest, sending through :func:`~flask_asgi.bridge.await_`.
+message and streams the rest, sending through :func:`~flask_asgi.ground.bridge.await_`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
+from typing import Any
 
+from flask import Flask
+
+from ..ground.asgi_types import Receive, Send
+from ..ground.bridge import await_, run_in_greenlet, run_in_worker
 from .body import RequestBody
-from .bridge import await_, run_in_greenlet, run_in_worker
+from .dispatch import EndpointClassifier
 from .environ import build_environ
-
-if TYPE_CHECKING:
-    from .extension import ASGI
-
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
 class Exchange:
@@ -173,15 +172,21 @@ def _first_await(exchange: Exchange) -> None:
     exchange.watch_timer = asyncio.get_running_loop().call_later(WATCH_DELAY, start)
 
 
-async def handle_http(asgi: ASGI, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+async def handle_http(
+    app: Flask,
+    classifier: EndpointClassifier,
+    executor: Executor,
+    scope: dict[str, Any],
+    receive: Receive,
+    send: Send,
+) -> None:
     """The ASGI entry point for ``http`` scopes."""
-    app = asgi.app
     environ = build_environ(scope, receive)
     # Read per request, as Flask reads its own settings (MAX_CONTENT_LENGTH...).
     buffer_limit: int = app.config["FLASK_ASGI_RESPONSE_BUFFER"]
     exchange = Exchange(send, receive, environ["wsgi.input"])
     try:
-        if asgi.classifier.is_async(environ):
+        if classifier.is_async(environ):
             task = exchange.task = asyncio.current_task()
             try:
                 messages = await run_in_greenlet(
@@ -199,7 +204,7 @@ async def handle_http(asgi: ASGI, scope: dict[str, Any], receive: Receive, send:
         else:
             # A sync view cannot be cancelled; a disconnect only stops its streaming.
             messages = await run_in_worker(
-                asgi.executor, respond, app.wsgi_app, environ, exchange, buffer_limit
+                executor, respond, app.wsgi_app, environ, exchange, buffer_limit
             )
         if messages is not None:
             exchange.finished = True

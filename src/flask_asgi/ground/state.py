@@ -1,0 +1,63 @@
+"""Per-app state that every floor may need, kept in ``app.extensions["flask_asgi"]``.
+
+Lower floors reach the app's ``ASGI`` object and its hooks through this module, never by
+importing the façade (which stands on them).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from flask import Flask
+
+EXTENSION_KEY = "flask_asgi"
+
+
+class ServingHooks:
+    """The lifespan hooks registered for an app, kept in ``app.extensions``.
+
+    It holds no reference to the app or to the ``ASGI`` object (only a weak one), so
+    attaching flask-asgi creates no reference cycle: an app is freed as soon as its last
+    reference goes, as Flask promises. Hooks live here, not on the ``ASGI`` object, so
+    ``flask serve`` finds them even when the ``ASGI`` object that registered them is gone.
+    """
+
+    def __init__(self) -> None:
+        self.before_serving: list[Callable[[], Any]] = []
+        self.after_serving: list[Callable[[], Any]] = []
+        self.while_serving: list[Callable[[], Any]] = []
+        #: flask-asgi's own steps, run before the user's hooks at startup (``fn(app)``)...
+        self.starting: list[Callable[[Flask], None]] = []
+        #: ... and before them at shutdown (``await fn(app)``: drains, stop signals).
+        self.stopping: list[Callable[[Flask], Awaitable[None]]] = []
+        self.asgi: weakref.ref[Any] | None = None
+        #: The class that makes a new ``ASGI`` object for the app when none is alive.
+        self.factory: Callable[[Flask], Any] | None = None
+
+    def adopt(self, other: ServingHooks) -> None:
+        self.before_serving += other.before_serving
+        self.after_serving += other.after_serving
+        self.while_serving += other.while_serving
+        for step in other.starting:
+            if step not in self.starting:
+                self.starting.append(step)
+        for stop in other.stopping:
+            if stop not in self.stopping:
+                self.stopping.append(stop)
+
+
+def hooks_of(app: Flask) -> ServingHooks | None:
+    hooks = app.extensions.get(EXTENSION_KEY)
+    return hooks if isinstance(hooks, ServingHooks) else None
+
+
+def asgi_of(app: Flask) -> Any:
+    """The ``ASGI`` object serving ``app``, making one (with the app's hooks) if none is
+    alive. Raises ``RuntimeError`` if flask-asgi was never attached to ``app``."""
+    hooks = hooks_of(app)
+    if hooks is None or hooks.factory is None:
+        raise RuntimeError(f"flask-asgi is not attached to {app!r}: call ASGI(app) first")
+    asgi = hooks.asgi() if hooks.asgi is not None else None
+    return asgi if asgi is not None else hooks.factory(app)

@@ -1,0 +1,60 @@
+"""The package's floors (tools/layers.py): imports only go down, no cycle, short modules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import ROOT
+
+sys.path.insert(0, str(ROOT))
+from tools import layers  # noqa: E402
+
+
+def test_flask_asgi_has_no_cycle_no_upward_import_no_long_module() -> None:
+    problems, graph = layers.check()
+    assert problems == []
+    # The floors exist and are used: the façade stands on every lower floor.
+    facade = graph["flask_asgi.extension"]
+    assert {"flask_asgi.protocol.http", "flask_asgi.features.background"} <= facade
+    assert "flask_asgi.ground.bridge" in graph["flask_asgi.protocol.http"]
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.layers"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no cycle" in done.stdout
+
+
+def _package(tmp_path: Path, files: dict[str, str]) -> Path:
+    package = tmp_path / "flask_asgi"
+    for name, text in files.items():
+        path = package / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return package
+
+
+def test_the_checker_finds_cycles_upward_imports_and_long_modules(tmp_path: Path) -> None:
+    package = _package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "ground/__init__.py": "",
+            "ground/a.py": "def f():\n    from ..features import b\n",  # up, inside a function
+            "features/__init__.py": "",
+            "features/b.py": "from ..ground import a\n",
+            "features/c.py": "from . import d\n",
+            "features/d.py": "from typing import TYPE_CHECKING\nfrom .c import x\n",
+            "features/e.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+            "    from ..extension import A\n",  # annotations only: not counted
+            "extension.py": "from .features import e\n" + "x = 1\n" * 501,
+        },
+    )
+    problems, _ = layers.check(package)
+    text = "\n".join(problems)
+    assert "flask_asgi.ground.a (ground) imports flask_asgi.features.b (features)" in text
+    assert "import cycle: flask_asgi.features.c -> flask_asgi.features.d" in text
+    assert "import cycle: flask_asgi.features.b -> flask_asgi.ground.a" in text
+    assert "extension.py: 502 lines" in text
+    assert "features.e" not in text
