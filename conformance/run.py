@@ -2,7 +2,9 @@
 
 Usage: ``python conformance/run.py`` (the test suite calls it: tests/test_conformance.py).
 Downloads Flask's sdist (it ships ``tests/``) for the installed Flask version into
-``.cache/conformance``, runs its tests on plain Flask, then again with the
+``.cache/conformance`` (an unreleased Flask, such as the 3.2 snapshot in
+``../shared/flask-main/``, is taken from that folder or from ``$FLASK_ASGI_FLASK_SDIST``),
+runs its tests on plain Flask, then again with the
 ``flask_asgi_conformance`` plugin, which serves every app through flask-asgi and sends every
 test-client request through the ASGI path. Prints a summary and writes it as JSON.
 """
@@ -22,9 +24,34 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "conformance"
 
 
+SNAPSHOTS = ROOT.parent / "shared" / "flask-main"
+
+
+def unreleased_sdist(flask_version: str) -> Path | None:
+    """The source archive of an unreleased Flask (not on PyPI), if this is one."""
+    if ".dev" not in flask_version:
+        return None
+    explicit = os.environ.get("FLASK_ASGI_FLASK_SDIST")
+    candidates = [Path(explicit)] if explicit else sorted(SNAPSHOTS.glob("flask-*.tar.gz"))
+    stem = flask_version.removesuffix("0").rstrip(".")  # "3.2.0.dev0" -> "3.2.0.dev"
+    for candidate in candidates:
+        if candidate.name.startswith(f"flask-{stem}"):
+            return candidate
+    raise SystemExit(f"Flask {flask_version} is not on PyPI and no snapshot of it was found")
+
+
 def flask_tests() -> Path:
     """The ``tests/`` folder of the installed Flask version's sdist, downloaded once."""
     flask_version = version("flask")
+    snapshot = unreleased_sdist(flask_version)
+    if snapshot is not None:
+        with tarfile.open(snapshot) as tar:
+            top = tar.getnames()[0].split("/")[0]
+            folder = CACHE / top
+            if not (folder / "tests").is_dir():
+                CACHE.mkdir(parents=True, exist_ok=True)
+                tar.extractall(CACHE, filter="data")
+        return folder
     folder = CACHE / f"flask-{flask_version}"
     if (folder / "tests").is_dir():
         return folder
@@ -54,7 +81,7 @@ def flask_tests() -> Path:
 
 def run_suite(folder: Path, through_asgi: bool) -> tuple[dict[str, str], str]:
     """Run the suite; return each test's outcome and pytest's last lines."""
-    report = CACHE / ("asgi.xml" if through_asgi else "plain.xml")
+    report = CACHE / f"{folder.name}-{'asgi' if through_asgi else 'plain'}.xml"
     command = [
         sys.executable,
         "-m",
@@ -88,6 +115,10 @@ def run_suite(folder: Path, through_asgi: bool) -> tuple[dict[str, str], str]:
     return outcomes, tail
 
 
+def summary_name(flask_version: str) -> str:
+    return f"summary-flask-{flask_version}.json"
+
+
 def main() -> int:
     folder = flask_tests()
     plain, plain_tail = run_suite(folder, through_asgi=False)
@@ -106,7 +137,7 @@ def main() -> int:
         "differing": differing,
         "asgi_requests": requests,
     }
-    (CACHE / "summary.json").write_text(json.dumps(summary, indent=2))
+    (CACHE / summary_name(summary["flask"])).write_text(json.dumps(summary, indent=2))
     print(f"plain Flask:      {plain_tail.splitlines()[-1]}")
     print(f"through flask-asgi: {asgi_tail.splitlines()[-1]}")
     print(

@@ -30,6 +30,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import flask_asgi
+from helpers import REDIRECT
 
 
 def test_test_client_goes_through_asgi(app: Flask, client: Any) -> None:
@@ -146,11 +147,11 @@ def test_redirects(app: Flask, client: Any) -> None:
         return "new " + request.args["q"]
 
     response = client.get("/old")
-    assert response.status_code == 302
+    assert response.status_code == REDIRECT
     assert response.headers["Location"] == "/new?q=1"
     response = client.get("/old", follow_redirects=True)
     assert response.text == "new 1"
-    assert [r.status_code for r in response.history] == [302]
+    assert [r.status_code for r in response.history] == [REDIRECT]
 
 
 def test_sessions_and_multiple_cookies(app: Flask, client: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime
 import json
 import threading
@@ -229,17 +230,26 @@ def test_generator_steps_share_one_context(
 ) -> None:
     """Each step of the source runs in the same contextvars Context, for async and sync
     views alike: a context manager kept open across yields (which resets its ContextVar
-    token at the end) works."""
+    token at the end, and fails in another Context) works, and the request stays there."""
+    marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker")
+
+    @contextlib.contextmanager
+    def marked() -> Iterator[None]:
+        token = marker.set("marked")
+        try:
+            yield
+        finally:
+            marker.reset(token)  # ValueError if this step runs in another Context
+            current_app.config["RESET"] = True
 
     def sync_helper() -> str:  # sync code the generator calls may use await_
         return flask_asgi.await_(asyncio.sleep(0, result="awaited"))
 
     async def events() -> AsyncIterator[str]:
-        with app.app_context():
-            current_app.config["SEEN"] = True
+        with marked():
             for n in range(3):
                 await asyncio.sleep(0.05)  # longer than keepalive: a keep-alive each time
-                yield f"{n} {sync_helper()} {request.path}"
+                yield f"{n} {sync_helper()} {request.path} {marker.get()}"
 
     async def async_view() -> Any:
         return event_stream(events(), keepalive=keepalive)
@@ -250,10 +260,11 @@ def test_generator_steps_share_one_context(
     app.add_url_rule("/ctx", view_func=async_view if view_kind == "async" else sync_view)
     response = app.test_client().get("/ctx")
     assert [e.get("data") for e in parse_events(response.text) if "data" in e] == [
-        "0 awaited /ctx",
-        "1 awaited /ctx",
-        "2 awaited /ctx",
+        "0 awaited /ctx marked",
+        "1 awaited /ctx marked",
+        "2 awaited /ctx marked",
     ]
+    assert app.config["RESET"] is True
     assert (": keep-alive" in response.text) is (keepalive is not None)
 
 

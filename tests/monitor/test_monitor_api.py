@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from helpers import REDIRECT
 from monitor_support import add_user, api_login, csrf_token, db, run
 
 from examples.monitor.store import CheckResult
@@ -48,9 +49,9 @@ def test_api_requires_login_with_json_401(client: Any, method: str, path: str) -
 
 def test_html_pages_redirect_to_login(client: Any) -> None:
     response = client.get("/")
-    assert response.status_code == 302
+    assert response.status_code == REDIRECT
     assert response.headers["Location"].startswith("/login")
-    assert client.get("/events").status_code == 302
+    assert client.get("/events").status_code == REDIRECT
 
 
 def test_api_login(client: Any) -> None:
@@ -219,14 +220,14 @@ def _form_login(client: Any) -> None:
         "/login?next=/",
         data={"email": "ada@example.com", "password": "correct horse", "csrf_token": token},
     )
-    assert response.status_code == 302 and response.headers["Location"] == "/"
+    assert response.status_code == REDIRECT and response.headers["Location"] == "/"
 
 
 def test_html_login_requires_csrf_token(client: Any) -> None:
     response = client.post("/login", data={"email": "ada@example.com", "password": "correct horse"})
     assert response.status_code == 400
     assert "CSRF" in response.text
-    assert client.get("/").status_code == 302  # still signed out
+    assert client.get("/").status_code == REDIRECT  # still signed out
     token = csrf_token(client.get("/login").text)
     wrong = client.post(
         "/login", data={"email": "ada@example.com", "password": "wrong", "csrf_token": token}
@@ -267,7 +268,7 @@ def test_add_monitor_form_csrf_and_validation(client: Any) -> None:
     assert scripted.status_code == 400 and "interval" in scripted.json["errors"]
 
     added = client.post("/monitors", data={**form, "csrf_token": token})
-    assert added.status_code == 302
+    assert added.status_code == REDIRECT
     dashboard = client.get("/").text
     assert "Site" in dashboard and "Watching Site." in dashboard
     [monitor] = client.get("/api/monitors").json["monitors"]
@@ -275,15 +276,15 @@ def test_add_monitor_form_csrf_and_validation(client: Any) -> None:
     no_token = client.post(f"/monitors/{monitor['id']}/delete")
     assert no_token.status_code == 400
     deleted = client.post(f"/monitors/{monitor['id']}/delete", data={"csrf_token": token})
-    assert deleted.status_code == 302
+    assert deleted.status_code == REDIRECT
     assert client.get("/api/monitors").json == {"monitors": []}
 
 
 def test_logout_form(client: Any) -> None:
     _form_login(client)
     token = csrf_token(client.get("/").text)
-    assert client.post("/logout", data={"csrf_token": token}).status_code == 302
-    assert client.get("/").status_code == 302
+    assert client.post("/logout", data={"csrf_token": token}).status_code == REDIRECT
+    assert client.get("/").status_code == REDIRECT
 
 
 def test_register(client: Any) -> None:
@@ -301,7 +302,7 @@ def test_register(client: Any) -> None:
         "/register",
         data={"email": "bob@example.com", "password": "long enough", "csrf_token": token},
     )
-    assert created.status_code == 302
+    assert created.status_code == REDIRECT
     assert client.get("/api/monitors").status_code == 200
 
 

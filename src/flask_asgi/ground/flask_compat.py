@@ -10,11 +10,14 @@ context is merged into the app context. The signature is chosen once, at import,
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import sys
+from collections.abc import Iterator
 from typing import Any, cast
 
 from flask import Flask, Response
+from flask.globals import _cv_app
 
 #: True on Flask 3.2 and later: dispatch methods take the pushed context first.
 CONTEXT_FIRST = "ctx" in inspect.signature(Flask.preprocess_request).parameters
@@ -68,3 +71,28 @@ def should_ignore_error(app: Flask, error: BaseException) -> bool:
     """``app.should_ignore_error(error)``; Flask 3.2 deprecates it (``None`` by default)."""
     method = getattr(app, "should_ignore_error", None)
     return bool(method is not None and method(error))
+
+
+@contextlib.contextmanager
+def _reactivated(ctx: Any) -> Iterator[None]:
+    # Flask 3.2: the context is still pushed in the Context where the app runs (a stream
+    # holds it); pushing it again from the test's thread would only count the push, and
+    # leave it inactive there. Make it the active context of this Context instead; the
+    # app side still owns its teardown, as Flask's own push count would decide.
+    if ctx._cv_token is None:
+        with ctx:
+            yield
+        return
+    token = _cv_app.set(ctx)
+    try:
+        yield
+    finally:
+        _cv_app.reset(token)
+
+
+def preserved(ctx: Any) -> Any:
+    """What the test client re-pushes for a context the app preserved (``with client:``):
+    the context itself on Flask 3.1, whose request context can be pushed from any thread;
+    on Flask 3.2, a context manager that makes it active in the test's Context even while
+    the request's Context (on another thread) still holds it."""
+    return _reactivated(ctx) if CONTEXT_FIRST else ctx

@@ -17,6 +17,7 @@ from werkzeug.test import TestResponse, run_wsgi_app
 from werkzeug.wsgi import get_current_url
 
 from ..ground.bridge import await_, run_in_greenlet
+from ..ground.flask_compat import preserved
 from ..ground.state import asgi_of
 from .exchange import ASGIApp, ServedApp, asgi_as_wsgi
 from .websocket import AsyncWebSocketSession, WebSocketSession
@@ -28,6 +29,9 @@ class FlaskClient(flask.testing.FlaskClient):
     def run_wsgi_app(self, environ: dict[str, Any], buffered: bool = False) -> tuple[Any, str, Any]:
         # Werkzeug's Client.run_wsgi_app, with the ASGI path in place of the WSGI app.
         self._add_cookies_to_wsgi(environ)
+        if "werkzeug.debug.preserve_context" in environ:  # ``with client:``
+            keep = self._new_contexts.append
+            environ["werkzeug.debug.preserve_context"] = lambda ctx: keep(preserved(ctx))
         rv = run_wsgi_app(asgi_as_wsgi(asgi_of(self.application)), environ, buffered=buffered)
         url = urlsplit(get_current_url(environ))
         self._update_cookies_from_response(
