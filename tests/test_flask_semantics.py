@@ -26,11 +26,11 @@ from flask import (
     url_for,
 )
 from flask.views import MethodView
+from helpers import REDIRECT
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import flask_asgi
-from helpers import REDIRECT
 
 
 def test_test_client_goes_through_asgi(app: Flask, client: Any) -> None:
