@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +49,7 @@ class ASGI:
             raise RuntimeError("this ASGI object already serves another app")
         self._app = app
         for key, value in DEFAULTS.items():
-            app.config.setdefault(key, value)
+            app.config.setdefault(key, copy.copy(value))  # a list default is the app's own
         # The one seam: Flask runs every async view, hook and handler through this.
         app.async_to_sync = async_to_sync  # type: ignore[method-assign]
         if app.test_client_class is None:

@@ -26,8 +26,25 @@ _BUILTIN: dict[str, Any] = {
     # asgi.broadcast's backend: "" (or "memory://") for in-process, "redis://host:port/db"
     # (also rediss://, unix://) to reach every process that uses the same Redis.
     "FLASK_ASGI_BROADCAST_URL": "",
+    # Origins (besides the app's own) whose pages may open WebSockets: exact origins
+    # ("https://app.example.com") or patterns ("https://*.example.com", "*.example.com");
+    # ["*"] allows any. The environment variable is comma-separated.
+    "FLASK_ASGI_WEBSOCKET_ALLOWED_ORIGINS": [],
 }
 
-DEFAULTS: dict[str, Any] = {
-    key: type(value)(os.environ.get(key, value)) for key, value in _BUILTIN.items()
-}
+
+def split_list(value: str) -> list[str]:
+    """A comma-separated setting (an environment variable) as a list."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _from_env(key: str, default: Any) -> Any:
+    value = os.environ.get(key)
+    if value is None:
+        return default
+    if isinstance(default, list):
+        return split_list(value)
+    return type(default)(value)
+
+
+DEFAULTS: dict[str, Any] = {key: _from_env(key, value) for key, value in _BUILTIN.items()}

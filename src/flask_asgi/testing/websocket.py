@@ -46,10 +46,15 @@ def _handshake(
     path: str,
     subprotocols: list[str] | None,
     http_response: bool,
+    origin: str | bool,
     kwargs: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The environ (as Flask's client builds it, with its cookies) and the ASGI scope."""
     headers = Headers(kwargs.pop("headers", None))
+    if isinstance(origin, str):
+        headers["Origin"] = origin
+    elif not origin:
+        headers.remove("Origin")
     headers.setdefault("Connection", "Upgrade")
     headers.setdefault("Upgrade", "websocket")
     headers.setdefault("Sec-WebSocket-Version", "13")
@@ -64,6 +69,9 @@ def _handshake(
     finally:
         builder.close()
     client._add_cookies_to_wsgi(environ)
+    if origin is True and "HTTP_ORIGIN" not in environ:
+        # What a browser sends for a page of the same site: the handshake URL's origin.
+        environ["HTTP_ORIGIN"] = f"{environ['wsgi.url_scheme']}://{environ['HTTP_HOST']}"
     scope = scope_from_environ(environ)
     scope["type"] = "websocket"
     scope["scheme"] = "wss" if scope["scheme"] == "https" else "ws"
@@ -84,7 +92,10 @@ class AsyncWebSocketSession:
     (code 1000) if it is open, waits for the app to finish and re-raises an exception the
     app raised (as Flask's test client does for requests).
 
-    A refused handshake raises :class:`WebSocketRejected` on entry.
+    The handshake carries the ``Origin`` a browser sends for a page of the same site
+    (the URL's scheme and host); ``origin="https://other.example"`` (or an ``Origin`` in
+    ``headers``) sends another one, ``origin=False`` none. A refused handshake raises
+    :class:`WebSocketRejected` on entry.
     """
 
     def __init__(
@@ -95,13 +106,16 @@ class AsyncWebSocketSession:
         *,
         subprotocols: list[str] | None = None,
         http_response: bool = True,
+        origin: str | bool = True,
         timeout: float = DEFAULT_TIMEOUT,
         **kwargs: Any,
     ) -> None:
         self.asgi = asgi
         self.client = client
         self.timeout = timeout
-        self.environ, self.scope = _handshake(client, path, subprotocols, http_response, kwargs)
+        self.environ, self.scope = _handshake(
+            client, path, subprotocols, http_response, origin, kwargs
+        )
         #: The subprotocol and the headers the app accepted with.
         self.accepted_subprotocol: str | None = None
         self.accept_headers = Headers()

@@ -44,6 +44,14 @@ def reject(ws: WebSocket, response: Response) -> None:
         close = getattr(app_iter, "close", None)
         if close is not None:
             close()
+    await_(refuse(ws, status, list(headers), body))
+
+
+async def refuse(ws: WebSocket, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
+    """Refuse the handshake with this HTTP answer (403 without the server extension)."""
+    if not ws.http_response_supported:
+        await ws.close_async(1008)
+        return
     ws.state = "closed"
     ws.rejected_status = int(status[:3])
     start = {
@@ -51,5 +59,13 @@ def reject(ws: WebSocket, response: Response) -> None:
         "status": ws.rejected_status,
         "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
     }
-    await_(ws._send(start))
-    await_(ws._send({"type": "websocket.http.response.body", "body": body}))
+    await ws._send(start)
+    await ws._send({"type": "websocket.http.response.body", "body": body})
+
+
+#: The answer to a cross-origin handshake (origin.py).
+CROSS_ORIGIN = (
+    "403 FORBIDDEN",
+    [("Content-Type", "text/plain; charset=utf-8")],
+    b"Cross-origin WebSocket connection refused.\n",
+)

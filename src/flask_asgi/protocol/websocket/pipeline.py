@@ -22,8 +22,10 @@ from ...ground import flask_compat
 from ...ground.asgi_types import Receive, Send
 from ...ground.bridge import await_, run_in_greenlet, run_in_worker
 from .connection import WebSocket, WebSocketDisconnect, _current
-from .handshake import handshake_environ, reject
-from .routing import handler_is_async
+from .handshake import CROSS_ORIGIN, handshake_environ, refuse, reject
+from .middleware import through_middleware
+from .origin import origin_refused
+from .routing import handler_is_async, matched_view
 
 
 async def handle_websocket(
@@ -34,6 +36,9 @@ async def handle_websocket(
     if message["type"] != "websocket.connect":
         return  # the client left before the handshake reached us
     environ = handshake_environ(scope)
+    answer = None
+    if "wsgi_app" in app.__dict__:  # WSGI middleware on app.wsgi_app sees the handshake first
+        environ, answer = await run_in_greenlet(through_middleware, app, environ)
     config = app.config
     ws = WebSocket(
         app,
@@ -45,7 +50,14 @@ async def handle_websocket(
         idle_timeout=float(config.get("FLASK_ASGI_WEBSOCKET_IDLE_TIMEOUT") or 0),
     )
     try:
-        if handler_is_async(app, environ):
+        if answer is not None:  # a middleware answered in Flask's place
+            await refuse(ws, *answer)
+            return
+        view = matched_view(app, environ)
+        if origin_refused(app, environ, view):  # before any hook or handler
+            await refuse(ws, *CROSS_ORIGIN)
+            return
+        if handler_is_async(view):
             task = ws._handler_task = asyncio.current_task()
             assert task is not None
             try:

@@ -1,0 +1,107 @@
+"""The handshake through the WSGI middleware assigned to ``app.wsgi_app`` (``ProxyFix``...).
+
+An HTTP request reaches Flask through ``app.wsgi_app``, so middleware sees it first and may
+rewrite its environ (``ProxyFix``: scheme, host, client address) or answer it (a
+``DispatcherMiddleware`` mount, an IP filter). A handshake runs flask-asgi's own pipeline
+instead of Flask's ``wsgi_app``, so it is sent down the same middleware stack first, with
+Flask's own ``wsgi_app`` at the bottom replaced by a stop: the environ that arrives there
+is the one the handshake's request context, the origin check and the handler see.
+
+The stack is walked through each layer's ``app`` attribute (Werkzeug's middleware and the
+usual hand-written ones keep their inner app there). Each layer is a shallow copy whose
+``app`` is the next copy, so the app's own middleware objects are never changed. Werkzeug
+has no way to run a middleware "up to the app", which is why this is our own code.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import Any
+
+from flask import Flask
+
+#: What a middleware answered in Flask's place: status line, headers, body.
+Answer = tuple[str, list[tuple[str, str]], bytes]
+
+_MAX_DEPTH = 32  # a longer chain is a cycle, or not a middleware stack
+
+
+class _Arrived(BaseException):
+    """The handshake reached Flask: unwinds the middleware without running the code a
+    layer runs after its inner app returns (a BaseException, so ``except Exception``
+    in a middleware does not take it for an error)."""
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        super().__init__()
+        self.environ = environ
+
+
+def _arrive(environ: dict[str, Any], start_response: Any) -> Any:
+    raise _Arrived(environ)
+
+
+def _is_flask_entry(app: Flask, wsgi: Any) -> bool:
+    """Is ``wsgi`` the app's own ``wsgi_app`` (a bound method of the app)?"""
+    return getattr(wsgi, "__self__", None) is app and getattr(wsgi, "__name__", "") == "wsgi_app"
+
+
+def _layers(app: Flask) -> list[Any] | None:
+    """The middleware objects from the outside in, or None if the stack cannot be walked
+    (a layer without an ``app`` attribute, such as a closure)."""
+    layers: list[Any] = []
+    wsgi = app.wsgi_app
+    while not _is_flask_entry(app, wsgi):
+        inner = getattr(wsgi, "app", None)
+        if inner is None or not callable(inner) or len(layers) >= _MAX_DEPTH:
+            return None
+        layers.append(wsgi)
+        wsgi = inner
+    return layers
+
+
+def through_middleware(app: Flask, environ: dict[str, Any]) -> tuple[dict[str, Any], Answer | None]:
+    """Send the handshake ``environ`` down the app's middleware stack.
+
+    Returns the environ as it reaches Flask, and None; or, when a middleware answered in
+    Flask's place, the environ unchanged and that answer (which refuses the handshake).
+    Without middleware, or with a stack that cannot be walked, ``environ`` is returned as
+    it is. Runs where ``await_`` works (the middleware may be a whole WSGI app).
+    """
+    if "wsgi_app" not in app.__dict__:
+        return environ, None  # no middleware: the common case costs one dict lookup
+    layers = _layers(app)
+    if not layers:
+        return environ, None
+    inner: Any = _arrive
+    try:
+        for layer in reversed(layers):
+            clone = copy.copy(layer)
+            clone.app = inner
+            inner = clone
+    except (TypeError, AttributeError, copy.Error):
+        return environ, None  # a layer that cannot be copied or rebound: as without
+    started: list[Any] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        started[:] = [status, headers]
+        return lambda data: None
+
+    probe = dict(environ)
+    try:
+        body = inner(probe, start_response)
+    except _Arrived as arrived:
+        return arrived.environ, None
+    data = _read(body)  # first: start_response may be called as the body is iterated
+    if not started:
+        raise RuntimeError(f"WSGI middleware {layers[0]!r} did not call start_response")
+    return environ, (str(started[0]), list(started[1]), data)
+
+
+def _read(body: Iterable[bytes]) -> bytes:
+    try:
+        return b"".join(body)
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
