@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any, TypeVar
@@ -132,10 +132,13 @@ class ASGI:
 
     # -- WebSockets (docs/websockets.md) ---------------------------------------------------
 
-    def websocket(self, rule: str, **options: Any) -> Callable[[F], F]:
+    def websocket(
+        self, rule: str, *, allowed_origins: Iterable[str] | None = None, **options: Any
+    ) -> Callable[[F], F]:
         """Register a WebSocket handler: ``@asgi.websocket("/ws/<room>")``. For a blueprint,
-        use ``flask_asgi.websocket_route(bp, rule)``."""
-        return websocket_route(self.app, rule, **options)
+        use ``flask_asgi.websocket_route(bp, rule)``. ``allowed_origins`` replaces
+        ``FLASK_ASGI_WEBSOCKET_ALLOWED_ORIGINS`` for this handler."""
+        return websocket_route(self.app, rule, allowed_origins=allowed_origins, **options)
 
     @cached_property
     def broadcast(self) -> Broadcast:

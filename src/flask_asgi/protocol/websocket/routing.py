@@ -7,7 +7,7 @@ it gets Werkzeug's ``400`` (``WebsocketMismatch``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from flask import Flask
@@ -20,7 +20,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def websocket_route(
-    scaffold: Scaffold, rule: str, *, allowed_origins: Any = None, **options: Any
+    scaffold: Scaffold, rule: str, *, allowed_origins: Iterable[str] | None = None, **options: Any
 ) -> Callable[[F], F]:
     """Register a WebSocket handler on an app or a blueprint::
 
