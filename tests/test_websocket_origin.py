@@ -374,9 +374,11 @@ def test_middleware_that_answers_refuses_the_handshake(
     assert calls["handler"] == 1
 
 
-def test_middleware_after_code_does_not_run(app: Flask, asgi: flask_asgi.ASGI, client: Any) -> None:
-    """The handshake stops where Flask's wsgi_app would run: what a middleware does before
-    calling its inner app applies; what it does with the response does not run."""
+def test_middleware_sees_the_handshake_as_an_upgrade(
+    app: Flask, asgi: flask_asgi.ASGI, client: Any
+) -> None:
+    """The handshake stops where Flask's wsgi_app would run: what a middleware does to
+    the environ applies, and what it does with the response sees ``101`` and no body."""
     events: list[str] = []
 
     class Tagging:
@@ -386,11 +388,15 @@ def test_middleware_after_code_does_not_run(app: Flask, asgi: flask_asgi.ASGI, c
         def __call__(self, environ: Any, start_response: Any) -> Any:
             environ["HTTP_X_TAG"] = "tagged"
             events.append("before")
+
+            def recording(status: str, headers: Any, exc_info: Any = None) -> Any:
+                events.append(status)
+                return start_response(status, headers, exc_info)
+
             try:
-                return self.app(environ, start_response)
-            except Exception:
-                events.append("error")  # not reached: the stop is no error
-                raise
+                body = b"".join(self.app(environ, recording))
+                events.append(f"body {body!r}")
+                return [body]
             finally:
                 events.append("finally")
 
@@ -399,12 +405,17 @@ def test_middleware_after_code_does_not_run(app: Flask, asgi: flask_asgi.ASGI, c
 
     @asgi.websocket("/ws")
     async def socket() -> None:
+        events.append("handler")
         await websocket.send(request.headers.get("X-Tag", "untagged"))
 
     with client.websocket("/ws") as ws:
         assert ws.receive() == "tagged"
-    assert events == ["before", "finally"]
+    assert events == ["before", "101 Switching Protocols", "body b''", "finally", "handler"]
+    # The app's own middleware object was not changed.
     assert app.wsgi_app is original and getattr(original.app, "__self__", None) is app
+    events.clear()
+    assert client.get("/ws").status_code == 400  # HTTP: Werkzeug's WebsocketMismatch
+    assert events == ["before", "400 BAD REQUEST", events[2], "finally"]
 
 
 def test_middleware_without_an_app_attribute(

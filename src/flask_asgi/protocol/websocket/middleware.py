@@ -5,7 +5,9 @@ rewrite its environ (``ProxyFix``: scheme, host, client address) or answer it (a
 ``DispatcherMiddleware`` mount, an IP filter). A handshake runs flask-asgi's own pipeline
 instead of Flask's ``wsgi_app``, so it is sent down the same middleware stack first, with
 Flask's own ``wsgi_app`` at the bottom replaced by a stop: the environ that arrives there
-is the one the handshake's request context, the origin check and the handler see.
+is the one the handshake's request context, the origin check and the handler see. The stop
+answers ``101 Switching Protocols`` with no body, which is what the handshake becomes, so
+code a middleware runs after its inner app returns (logging, metrics) sees that.
 
 The stack is walked through each layer's ``app`` attribute (Werkzeug's middleware and the
 usual hand-written ones keep their inner app there). Each layer is a shallow copy whose
@@ -26,19 +28,8 @@ Answer = tuple[str, list[tuple[str, str]], bytes]
 
 _MAX_DEPTH = 32  # a longer chain is a cycle, or not a middleware stack
 
-
-class _Arrived(BaseException):
-    """The handshake reached Flask: unwinds the middleware without running the code a
-    layer runs after its inner app returns (a BaseException, so ``except Exception``
-    in a middleware does not take it for an error)."""
-
-    def __init__(self, environ: dict[str, Any]) -> None:
-        super().__init__()
-        self.environ = environ
-
-
-def _arrive(environ: dict[str, Any], start_response: Any) -> Any:
-    raise _Arrived(environ)
+#: What the middleware sees come back from Flask's place for a handshake that reached it.
+UPGRADE_STATUS = "101 Switching Protocols"
 
 
 def _is_flask_entry(app: Flask, wsgi: Any) -> bool:
@@ -73,7 +64,15 @@ def through_middleware(app: Flask, environ: dict[str, Any]) -> tuple[dict[str, A
     layers = _layers(app)
     if not layers:
         return environ, None
-    inner: Any = _arrive
+    arrived: list[dict[str, Any]] = []
+
+    def arrive(reached: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        # Flask's place: the handshake goes on from here as an upgrade, with no body.
+        arrived.append(reached)
+        start_response(UPGRADE_STATUS, [])
+        return []
+
+    inner: Any = arrive
     try:
         for layer in reversed(layers):
             clone = copy.copy(layer)
@@ -87,12 +86,9 @@ def through_middleware(app: Flask, environ: dict[str, Any]) -> tuple[dict[str, A
         started[:] = [status, headers]
         return lambda data: None
 
-    probe = dict(environ)
-    try:
-        body = inner(probe, start_response)
-    except _Arrived as arrived:
-        return arrived.environ, None
-    data = _read(body)  # first: start_response may be called as the body is iterated
+    data = _read(inner(dict(environ), start_response))  # start_response may come late
+    if arrived:
+        return arrived[0], None
     if not started:
         raise RuntimeError(f"WSGI middleware {layers[0]!r} did not call start_response")
     return environ, (str(started[0]), list(started[1]), data)
