@@ -219,6 +219,7 @@ def test_same_origin_follows_the_request(app: Flask, asgi: flask_asgi.ASGI, clie
         ("http://[::1]:5173", True),
         ("https://app.example.com, https://evil.example", False),  # two Origin headers
         ("null", False),
+        ("https://xn--bcher-kva.example", True),  # listed as https://bücher.example
     ],
 )
 def test_origin_patterns(
@@ -230,6 +231,7 @@ def test_origin_patterns(
         "*.any-scheme.example",
         "http://localhost:*",
         "http://[::1]:5173/",
+        "https://bücher.example",
     ]
     calls = _counted(app, asgi)
     if allowed:

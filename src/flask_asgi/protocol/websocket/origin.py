@@ -90,7 +90,10 @@ class OriginPattern:
                 " 'https://app.example.com', 'https://*.example.com', '*.example.com' or '*')"
             )
         scheme, host, port = match.group("scheme", "host", "port")
-        host = host.lower().strip("[]")
+        try:  # browsers send an international name in its ASCII (punycode) form
+            host = host.lower().strip("[]").encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ValueError(f"{where}: {pattern!r} has an invalid host name") from None
         return cls(
             _scheme(scheme) if scheme else None,
             host[1:] if match.group("wildcard") else host,
