@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from flask import Flask
 
 from . import server
-from .features import background
+from .features import background, middleware, mounts
 from .features.broadcast import Broadcast
 from .ground.asgi_types import Receive, Send
 from .ground.bridge import async_to_sync
@@ -40,6 +40,7 @@ class ASGI:
         self.hooks = ServingHooks()
         self._executor: ThreadPoolExecutor | None = None
         self.classifier: EndpointClassifier
+        self._stack: Any = None  # mounts and middleware around Flask (_compose)
         if app is not None:
             self.init_app(app)
 
@@ -68,6 +69,8 @@ class ASGI:
         if background.serving_stopping not in self.hooks.stopping:
             self.hooks.stopping.append(background.serving_stopping)
         self.classifier = EndpointClassifier(app)
+        if self.hooks.mounts or self.hooks.middleware:
+            self._compose()
 
     @classmethod
     def of(cls, app: Flask) -> ASGI:
@@ -101,6 +104,34 @@ class ASGI:
             await handle_websocket(self.app, self.executor, scope, receive, send)
         else:
             raise ValueError(f"flask-asgi cannot handle ASGI scope type {kind!r}")
+
+    # -- other ASGI apps and ASGI middleware (docs/mounting.md) -----------------------------
+
+    def mount(self, prefix: str, app: Any) -> None:
+        """Serve the ASGI ``app`` for ``http``/``websocket`` requests whose path is ``prefix``
+        or under it (longest prefix wins); its lifespan runs with the server's."""
+        mounts.add_mount(self.hooks, prefix, app)
+        self._compose()
+
+    def add_middleware(self, cls: Any, **options: Any) -> None:
+        """Wrap the whole ASGI app in ``cls(app, **options)`` (Starlette's convention); the
+        last one added is the outermost."""
+        middleware.add_middleware(self.hooks, cls, options)
+        self._compose()
+
+    def _compose(self) -> None:
+        this = weakref.ref(self)  # no cycle: the stack must not keep this object alive
+
+        async def flask(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+            asgi = this()
+            assert asgi is not None
+            await ASGI.__call__(asgi, scope, receive, send)
+
+        self._stack = middleware.build(flask, self.hooks)
+        # Python looks __call__ up on the type: switching to a subclass that calls the
+        # stack keeps ASGI.__call__, the hot path, untouched when nothing is composed.
+        if not isinstance(self, _Composed):
+            self.__class__ = _Composed
 
     # -- lifespan hooks -------------------------------------------------------------------
 
@@ -167,3 +198,10 @@ class ASGI:
         """Wait for the background tasks (True: none left). ``await`` it on a loop's thread;
         elsewhere it blocks."""
         return background.wait(self.app, timeout)
+
+
+class _Composed(ASGI):
+    """An ``ASGI`` with mounts or middleware: the server's calls go through the stack."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await self._stack(scope, receive, send)

@@ -30,6 +30,9 @@ _BUILTIN: dict[str, Any] = {
     # ("https://app.example.com") or patterns ("https://*.example.com", "*.example.com");
     # ["*"] allows any. The environment variable is comma-separated.
     "FLASK_ASGI_WEBSOCKET_ALLOWED_ORIGINS": [],
+    # Seconds an ASGI app mounted with asgi.mount() gets to answer each lifespan message;
+    # one that does not answer lifespan.startup in time is served without its lifespan.
+    "FLASK_ASGI_MOUNT_LIFESPAN_TIMEOUT": 30.0,
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from flask import Flask
@@ -32,6 +33,14 @@ class ServingHooks:
         self.starting: list[Callable[[Flask], None]] = []
         #: ... and before them at shutdown (``await fn(app)``: drains, stop signals).
         self.stopping: list[Callable[[Flask], Awaitable[None]]] = []
+        #: ... and steps entered after every startup hook, exited (last first) after the
+        #: ``stopping`` steps and before the user's shutdown hooks: the lifespans of mounted
+        #: ASGI apps, which may use what those hooks open (``fn(app, lifespan_state)``).
+        self.around: list[Callable[[Flask, dict[str, Any]], AbstractAsyncContextManager[Any]]] = []
+        #: ASGI apps served beside Flask (``asgi.mount``): ``(prefix, app)`` in mount order.
+        self.mounts: list[tuple[str, Any]] = []
+        #: ASGI middleware around the whole app (``asgi.add_middleware``): ``(cls, options)``.
+        self.middleware: list[tuple[Any, dict[str, Any]]] = []
         self.asgi: weakref.ref[Any] | None = None
         #: The class that makes a new ``ASGI`` object for the app when none is alive.
         self.factory: Callable[[Flask], Any] | None = None
@@ -46,6 +55,11 @@ class ServingHooks:
         for stop in other.stopping:
             if stop not in self.stopping:
                 self.stopping.append(stop)
+        for around in other.around:
+            if around not in self.around:
+                self.around.append(around)
+        self.mounts += other.mounts
+        self.middleware += other.middleware
 
 
 def hooks_of(app: Flask) -> ServingHooks | None:

@@ -11,6 +11,7 @@ import inspect
 import logging
 import traceback
 from collections.abc import AsyncGenerator, Callable, Generator
+from contextlib import AsyncExitStack
 from typing import Any
 
 from flask import Flask
@@ -37,8 +38,11 @@ async def _call(func: Callable[[], Any]) -> Any:
     return await run_in_greenlet(func)
 
 
-async def startup(app: Flask, hooks: ServingHooks) -> Generators:
-    """Run the startup hooks; return the ``while_serving`` generators, paused at their yield."""
+async def startup(
+    app: Flask, hooks: ServingHooks, around: AsyncExitStack, state: dict[str, Any]
+) -> Generators:
+    """Run the startup hooks; return the ``while_serving`` generators, paused at their yield.
+    Then enter the ``around`` steps (mounted apps) into ``around``."""
     running: Generators = []
     for step in hooks.starting:  # flask-asgi's own (the background tasks' loop...)
         step(app)
@@ -51,15 +55,23 @@ async def startup(app: Flask, hooks: ServingHooks) -> Generators:
         else:
             await run_in_greenlet(next, gen, None)
         running.append(gen)
+    for enter in hooks.around:
+        await around.enter_async_context(enter(app, state))
     return running
 
 
-async def shutdown(app: Flask, hooks: ServingHooks, running: Generators) -> None:
+async def shutdown(
+    app: Flask, hooks: ServingHooks, running: Generators, around: AsyncExitStack
+) -> None:
     """Resume the ``while_serving`` generators (last first), then run ``after_serving``."""
     # flask-asgi's own first (the background-task drain...): they may use the resources.
     for stop in hooks.stopping:
         await stop(app)
     errors: list[BaseException] = []
+    try:  # the mounted apps, last first, while the hooks' resources are still open
+        await around.aclose()
+    except Exception as exc:
+        errors.append(exc)
     for gen in reversed(running):
         try:
             if inspect.isasyncgen(gen):
@@ -87,16 +99,21 @@ async def handle_lifespan(
     message = await receive()
     assert message["type"] == "lifespan.startup"
     with app.app_context():
+        around = AsyncExitStack()
         try:
-            running = await startup(app, hooks)
+            running = await startup(app, hooks, around, scope.get("state", {}))
         except BaseException as exc:
+            try:
+                await around.aclose()  # the mounted apps that did start
+            except Exception:
+                logger.exception("flask-asgi: stopping the mounted apps after a failed startup")
             await _report_failure(send, "startup", exc)
             return
         await send({"type": "lifespan.startup.complete"})
         message = await receive()
         assert message["type"] == "lifespan.shutdown"
         try:
-            await shutdown(app, hooks, running)
+            await shutdown(app, hooks, running, around)
         except BaseException as exc:
             await _report_failure(send, "shutdown", exc)
             return
