@@ -261,5 +261,5 @@ def test_apps_that_do_not_speak_lifespan_are_tolerated(
     with asgi.serving():
         assert app.test_client().get("/mute/x").json["app"] == "mute"
     assert events == ["talks:startup", "talks:shutdown"]
-    expected = "did not answer lifespan.startup" if kind == "hang" else "does not speak lifespan"
+    expected = "no answer to lifespan.startup in 0.3s" if kind == "hang" else "does not speak"
     assert expected in caplog.text

@@ -117,7 +117,11 @@ class ASGI:
         """Wrap the whole ASGI app in ``cls(app, **options)`` (Starlette's convention); the
         last one added is the outermost."""
         middleware.add_middleware(self.hooks, cls, options)
-        self._compose()
+        try:
+            self._compose()  # builds the stack now: bad options fail here, not at startup
+        except BaseException:
+            self.hooks.middleware.pop()
+            raise
 
     def _compose(self) -> None:
         this = weakref.ref(self)  # no cycle: the stack must not keep this object alive

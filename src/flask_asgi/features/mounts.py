@@ -96,32 +96,35 @@ class _Lifespan:
         )
 
     async def ask(self, phase: str, timeout: float) -> dict[str, Any] | None:
-        """Send ``lifespan.<phase>``; the answer, or None if the app ended (or raised)
-        without one, or gave none in ``timeout`` seconds: it does not speak lifespan."""
+        """Send ``lifespan.<phase>``; the answer, or None if the app does not speak lifespan:
+        it ended (or raised) without an answer, answered with something else (a plain
+        Response), or gave none in ``timeout`` seconds."""
         await self.inbox.put({"type": f"lifespan.{phase}"})
         getter = asyncio.ensure_future(self.outbox.get())
         done, _ = await asyncio.wait(
             {getter, self.task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
         )
         if getter in done:
-            return getter.result()
-        getter.cancel()
-        if self.task in done:
-            error = None if self.task.cancelled() else self.task.exception()
-            logger.info(
-                "flask-asgi: the ASGI app mounted at %r does not speak lifespan (%s)",
-                self.prefix,
-                f"it raised {error!r}" if error is not None else "it returned",
-            )
+            answer: dict[str, Any] = getter.result()
+            if str(answer.get("type")).startswith("lifespan."):
+                return answer
+            reason = f"it answered lifespan.{phase} with {answer.get('type')!r}"
         else:
-            logger.warning(
-                "flask-asgi: the ASGI app mounted at %r did not answer lifespan.%s in %gs;"
-                " going on without its lifespan (FLASK_ASGI_MOUNT_LIFESPAN_TIMEOUT)",
-                self.prefix,
-                phase,
-                timeout,
-            )
-            await self.stop()
+            getter.cancel()
+            if self.task in done:
+                error = None if self.task.cancelled() else self.task.exception()
+                reason = f"it raised {error!r}" if error is not None else "it returned"
+            else:
+                reason = f"no answer to lifespan.{phase} in {timeout:g}s"
+                reason += " (FLASK_ASGI_MOUNT_LIFESPAN_TIMEOUT)"
+        level = logging.WARNING if self.task not in done else logging.INFO
+        logger.log(
+            level,
+            "flask-asgi: the ASGI app mounted at %r does not speak lifespan: %s",
+            self.prefix,
+            reason,
+        )
+        await self.stop()
         return None
 
     async def stop(self) -> None:
