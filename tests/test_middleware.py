@@ -73,8 +73,10 @@ def test_opentelemetry_spans_for_flask_and_mounted_requests(
         assert httpx.get(base + "/missing").status_code == 404
     servers = [s for s in exporter.get_finished_spans() if s.kind == trace.SpanKind.SERVER]
     statuses = [
-        (s.attributes.get("url.path") or s.attributes.get("http.target"),
-         s.attributes.get("http.response.status_code") or s.attributes.get("http.status_code"))
+        (
+            s.attributes.get("url.path") or s.attributes.get("http.target"),
+            s.attributes.get("http.response.status_code") or s.attributes.get("http.status_code"),
+        )
         for s in servers
     ]
     assert statuses == [("/items/7", 200), ("/other/x", 200), ("/missing", 404)]
