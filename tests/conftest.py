@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
-from helpers import ROOT, CLIServer, free_port, run_live
+from helpers import ROOT, CLIServer, RedisServer, free_port, run_live
 
 import flask_asgi
 
@@ -58,3 +59,16 @@ def asgi(app: Flask) -> flask_asgi.ASGI:
 @pytest.fixture
 def client(app: Flask, asgi: flask_asgi.ASGI) -> Any:
     return app.test_client()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+    server = RedisServer(binary)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()

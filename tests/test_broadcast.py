@@ -6,10 +6,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import shutil
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -17,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from flask import Flask
-from helpers import EXAMPLES, free_port
+from helpers import EXAMPLES, RedisServer, free_port
 from websockets.asyncio.client import connect
 
 import flask_asgi
@@ -123,56 +119,6 @@ async def test_publish_from_another_loop(
 
 
 # -- Redis -------------------------------------------------------------------------------
-
-
-class RedisServer:
-    def __init__(self, binary: str) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-            + ["--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 15) -> None:
-        import redis
-
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except redis.ConnectionError:
-                    if self.proc.poll() is not None or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
-    server = RedisServer(binary)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_redis_backend(app: Flask, asgi: flask_asgi.ASGI, redis_server: RedisServer) -> None:
