@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from flask import Flask, request
+from flask import Flask, request, url_for
 from helpers import http_scope, run_live
 from websockets.asyncio.client import connect
 
@@ -263,3 +265,122 @@ def test_apps_that_do_not_speak_lifespan_are_tolerated(
     assert events == ["talks:startup", "talks:shutdown"]
     expected = "no answer to lifespan.startup in 0.3s" if kind == "hang" else "does not speak"
     assert expected in caplog.text
+
+
+# -- a Starlette app at /api/v2 ------------------------------------------------------------
+
+
+def starlette_app(events: list[str]) -> Any:
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route, WebSocketRoute
+
+    async def item(request: Any) -> JSONResponse:
+        return JSONResponse(
+            {
+                "item": request.path_params["item"],
+                "self": str(request.url_for("item", item=request.path_params["item"])),
+                "path": request.url.path,
+                "root_path": request.scope["root_path"],
+                "db": request.app.state.db,
+            }
+        )
+
+    async def echo(socket: Any) -> None:
+        await socket.accept()
+        text = await socket.receive_text()
+        await socket.send_text(f"starlette {socket.url_for('echo')}: {text}")
+        await socket.close()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        events.append("starlette:startup")
+        app.state.db = "open"
+        yield
+        events.append("starlette:shutdown")
+
+    routes = [
+        Route("/items/{item:int}", item, name="item"),
+        WebSocketRoute("/ws", echo, name="echo"),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def flask_with_starlette(app: Flask, asgi: flask_asgi.ASGI) -> list[str]:
+    events: list[str] = []
+
+    @asgi.before_serving
+    def before() -> None:
+        events.append("flask:before_serving")
+
+    @asgi.after_serving
+    def after() -> None:
+        events.append("flask:after_serving")
+
+    @app.get("/")
+    def index() -> dict[str, str]:
+        return {
+            "self": url_for("index", _external=True),
+            "items": url_for("items", _external=True),
+            "starlette_item": request.host_url.rstrip("/")
+            + request.script_root
+            + "/api/v2/items/1",
+        }
+
+    @app.get("/items")
+    def items() -> str:
+        return "flask items"
+
+    asgi.mount("/api/v2", starlette_app(events))
+    return events
+
+
+@pytest.mark.parametrize("root_path", ["", "/site"])
+async def test_starlette_at_api_v2_on_uvicorn(
+    app: Flask, asgi: flask_asgi.ASGI, root_path: str
+) -> None:
+    events = flask_with_starlette(app, asgi)
+    with run_live(asgi, root_path=root_path) as base:
+        assert events == ["flask:before_serving", "starlette:startup"]
+        async with httpx.AsyncClient(base_url=base) as http:
+            got = (await http.get("/api/v2/items/3")).json()
+            assert got == {
+                "item": 3,
+                "self": f"{base}{root_path}/api/v2/items/3",  # Starlette's url_for
+                "path": f"{root_path}/api/v2/items/3",
+                "root_path": f"{root_path}/api/v2",
+                "db": "open",  # set by the Starlette app's own lifespan
+            }
+            assert (await http.get("/api/v2/items/x")).status_code == 404  # Starlette's 404
+            assert (await http.get("/api/v2/items/x")).text == "Not Found"
+            links = (await http.get("/")).json()  # Flask's url_for
+            assert links == {
+                "self": f"{base}{root_path}/",
+                "items": f"{base}{root_path}/items",
+                "starlette_item": f"{base}{root_path}/api/v2/items/1",
+            }
+            assert (await http.get(links["starlette_item"].removeprefix(base + root_path))).json()[
+                "item"
+            ] == 1
+            assert (await http.get("/items")).text == "flask items"
+        async with connect(base.replace("http", "ws") + "/api/v2/ws") as ws:
+            await ws.send("hi")
+            assert await ws.recv() == f"starlette ws://{base[7:]}{root_path}/api/v2/ws: hi"
+    assert events[-2:] == ["starlette:shutdown", "flask:after_serving"]
+
+
+def test_starlette_through_flasks_test_client(app: Flask, asgi: flask_asgi.ASGI) -> None:
+    events = flask_with_starlette(app, asgi)
+    with asgi.serving():
+        client = app.test_client()
+        assert client.get("/api/v2/items/5").json["self"] == "http://localhost/api/v2/items/5"
+        assert client.get("/items").text == "flask items"
+        with client.websocket("/api/v2/ws") as ws:
+            ws.send("yo")
+            assert ws.receive() == "starlette ws://localhost/api/v2/ws: yo"
+    assert events == [
+        "flask:before_serving",
+        "starlette:startup",
+        "starlette:shutdown",
+        "flask:after_serving",
+    ]
