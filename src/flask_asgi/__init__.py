@@ -5,6 +5,7 @@ from .features.background import add_background_task, background_task_failed
 from .features.sse import ServerSentEvent, event_stream, last_event_id
 from .features.streaming import stream
 from .ground.bridge import await_, run_sync
+from .ground.websocket_needs_asgi import WebSocketNeedsASGI
 from .protocol.websocket import WebSocket, WebSocketDisconnect, websocket, websocket_route
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "stream",
     "WebSocket",
     "WebSocketDisconnect",
+    "WebSocketNeedsASGI",
     "websocket",
     "websocket_route",
 ]

@@ -33,6 +33,7 @@ from greenlet import GreenletExit, getcurrent, greenlet
 
 from .background_loop import background_loop
 from .pools import current_executor
+from .websocket_needs_asgi import WebSocketNeedsASGI, reached_without_connection
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -202,6 +203,10 @@ def await_(awaitable: Awaitable[T]) -> T:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
+            if reached_without_connection():  # a WebSocket handler under a WSGI server
+                if inspect.iscoroutine(awaitable):
+                    awaitable.close()
+                raise WebSocketNeedsASGI() from None
             loop = background_loop()
         else:
             if inspect.iscoroutine(awaitable):

@@ -20,6 +20,7 @@ from werkzeug.local import LocalProxy
 
 from ...ground.asgi_types import Receive, Send
 from ...ground.bridge import await_
+from ...ground.websocket_needs_asgi import WebSocketNeedsASGI, reached_without_connection
 
 if TYPE_CHECKING:
     from werkzeug.datastructures import ImmutableMultiDict, MultiDict
@@ -420,7 +421,15 @@ class WebSocket:
 
 _current: contextvars.ContextVar[WebSocket] = contextvars.ContextVar("flask_asgi.websocket")
 
+
+def _current_connection() -> WebSocket:
+    try:
+        return _current.get()
+    except LookupError:
+        if reached_without_connection():  # a WebSocket handler under a WSGI server: 426
+            raise WebSocketNeedsASGI() from None
+        raise RuntimeError("Working outside of a WebSocket connection.") from None
+
+
 #: The current WebSocket connection, like ``flask.request`` for HTTP.
-websocket: WebSocket = LocalProxy(  # type: ignore[assignment]
-    _current, unbound_message="Working outside of a WebSocket connection."
-)
+websocket: WebSocket = LocalProxy(_current_connection)  # type: ignore[assignment]
