@@ -60,7 +60,6 @@ class State:
         self.asgi = asgi
         self.store: Store | None = None
         self.scheduler: Scheduler | None = None
-        self.demo_pending = False  # demo monitors: seeded on the first request (see demo.py)
 
     def require_store(self) -> Store:
         if self.store is None:

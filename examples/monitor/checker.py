@@ -134,6 +134,9 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.checks_done = 0
+        #: Where this server is serving (``http://host:port``), for monitors whose URL is a
+        #: path on it (``/demo/up``); None until the first request tells (demo.py).
+        self.base_url: str | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self.run(), name="monitor-scheduler")
@@ -144,6 +147,25 @@ class Scheduler:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._task = None
+
+    def set_base_url(self, base_url: str) -> None:
+        """This server's address is known (from any thread: sync requests run in workers)."""
+        if self._task is not None:
+            self._task.get_loop().call_soon_threadsafe(self._address_known, base_url)
+
+    def _address_known(self, base_url: str) -> None:
+        if self.base_url is None:
+            self.base_url = base_url.rstrip("/")
+            for item in self.monitors.values():
+                if item.url.startswith("/"):
+                    item.next_due = 0.0  # the monitors on this server are due at once
+            self._wake.set()
+
+    def url_of(self, item: Scheduled) -> str | None:
+        """The URL to check: a path is on this server (None while its address is unknown)."""
+        if not item.url.startswith("/"):
+            return item.url
+        return None if self.base_url is None else self.base_url + item.url
 
     def notify(self) -> None:
         """Monitors changed: reload them now (a new monitor is checked at once)."""
@@ -188,6 +210,9 @@ class Scheduler:
                     logger.exception("monitor: pruning old checks failed")
             now = loop.time()
             for item in self.monitors.values():
+                if item.url.startswith("/") and self.base_url is None:
+                    item.next_due = now + item.interval  # wait for this server's address
+                    continue
                 if item.next_due <= now and item.id not in self.running:
                     item.next_due = now + item.interval
                     task = loop.create_task(self._check(item), name=f"check-{item.id}")
@@ -202,7 +227,9 @@ class Scheduler:
     async def _check(self, item: Scheduled) -> None:
         try:
             async with self.semaphore:
-                result = await probe(self.http, item.url, item.timeout)
+                url = self.url_of(item)
+                assert url is not None
+                result = await probe(self.http, url, item.timeout)
             recorded = await self.store.record_check(item.id, result)
             self.checks_done += 1
             if recorded is None:  # deleted while it was being checked

@@ -1,9 +1,11 @@
 """Demo endpoints served by the app itself, and the first-run seed that watches them.
 
-On first run (an empty database, ``MONITOR_SEED`` on) a demo user is created at startup
-and, on the first request, four monitors pointing at this very server: up, slow, flaky and
-down (a closed port). The monitors are created on the first request because only then is
-the server's real port known (it is in the ASGI scope); the startup log prints the sign-in.
+On first run (an empty database, ``MONITOR_SEED`` on) startup creates a demo user and four
+monitors: up, slow and flaky point at this very server, down at a closed port. The three
+on this server are stored as paths (``/demo/up``), not as URLs: the scheduler checks them
+against the address the server is serving on now (learned from the first request of each
+run), so they follow the server to another host or port. Databases seeded by an older
+version with a fixed ``http://host:port/demo/...`` are turned into paths at startup.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 
-from flask import Blueprint, Flask, current_app, request
+from flask import Blueprint, Flask, request
 from werkzeug.security import generate_password_hash
 
 import flask_asgi
@@ -47,18 +50,35 @@ async def flaky() -> tuple[dict[str, str], int]:
     return {"status": "ok"}, 200
 
 
+#: The demo monitors: (name, URL or path on this server, interval, timeout).
+DEMO_MONITORS = (
+    ("Demo: always up", "/demo/up", 3, 2.0),
+    ("Demo: slow", "/demo/slow", 5, 1.5),
+    ("Demo: flaky", "/demo/flaky", 3, 2.0),
+    ("Demo: down", DOWN_URL, 10, 2.0),
+)
+#: How an older version stored them: with the first run's host and port.
+_FIXED_ADDRESS = re.compile(r"^http://[^/]+(?P<path>/demo/(?:up|slow|flaky))$")
+
+
 async def seed_user(app: Flask) -> None:
-    """Startup: create the demo user in an empty database."""
+    """Startup: create the demo user and monitors in an empty database; make older seeded
+    demo monitors follow the server."""
     from . import DEMO_EMAIL, DEMO_PASSWORD, state
 
-    shared = state(app)
-    db = shared.require_store()
+    db = state(app).require_store()
     if await db.count_users() == 0:
         password_hash = await flask_asgi.run_sync(generate_password_hash, DEMO_PASSWORD)
-        await db.create_user(DEMO_EMAIL, password_hash)
-        shared.demo_pending = True
-        logger.info("monitor: first run, created the demo user")
-    if await db.get_user_by_email(DEMO_EMAIL) is not None:
+        user = await db.create_user(DEMO_EMAIL, password_hash)
+        for name, url, interval, timeout in DEMO_MONITORS:
+            await db.create_monitor(user.id, name, url, interval, timeout)
+        logger.info("monitor: first run, created the demo user and demo monitors")
+    demo = await db.get_user_by_email(DEMO_EMAIL)
+    if demo is not None:
+        for monitor in await db.list_monitors(demo.id):
+            fixed = _FIXED_ADDRESS.match(monitor.url)
+            if monitor.name.startswith("Demo: ") and fixed is not None:
+                await db.set_monitor_url(monitor.id, fixed["path"])
         logger.info(
             "monitor: open the address uvicorn prints below and sign in as %s, password %r",
             DEMO_EMAIL,
@@ -67,29 +87,21 @@ async def seed_user(app: Flask) -> None:
 
 
 @bp.before_app_request
-async def seed_demo_monitors() -> None:
-    from . import DEMO_EMAIL, notify_scheduler, state
+def learn_server_address() -> None:
+    """The first request of a run tells the scheduler where this server is (the ASGI
+    scope's ``server``): paths such as ``/demo/up`` are checked there. Sync and cheap: it
+    runs before every request."""
+    from . import state
 
-    shared = state()
-    if not shared.demo_pending:
+    scheduler = state().scheduler
+    if scheduler is None or scheduler.base_url is not None:
         return
-    shared.demo_pending = False  # on the loop, before any await: only one request seeds
     host = request.environ.get("SERVER_NAME") or "127.0.0.1"
     if host in ("0.0.0.0", "::", "localhost"):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    base = f"http://{host}:{request.environ.get('SERVER_PORT', '80')}/demo"
-    db = shared.require_store()
-    user = await db.get_user_by_email(DEMO_EMAIL)
-    if user is None:
-        return
-    for name, url, interval, timeout in (
-        ("Demo: always up", f"{base}/up", 3, 2.0),
-        ("Demo: slow", f"{base}/slow", 5, 1.5),
-        ("Demo: flaky", f"{base}/flaky", 3, 2.0),
-        ("Demo: down", DOWN_URL, 10, 2.0),
-    ):
-        await db.create_monitor(user.id, name, url, interval, timeout)
-    notify_scheduler()
-    current_app.logger.info("monitor: demo monitors watch %s", base)
+    port = request.environ.get("SERVER_PORT", "80")
+    base_url = f"http://{host}:{port}{request.script_root}"
+    scheduler.set_base_url(base_url)
+    logger.info("monitor: paths such as /demo/up are checked on %s", base_url)

@@ -215,6 +215,12 @@ class Store:
             session.add(monitor)
         return monitor
 
+    async def set_monitor_url(self, monitor_id: int, url: str) -> None:
+        async with self.sessions.begin() as session:
+            monitor = await session.get(Monitor, monitor_id)
+            if monitor is not None:
+                monitor.url = url
+
     async def delete_monitor(self, user_id: int, monitor_id: int) -> bool:
         async with self.sessions.begin() as session:
             monitor = await session.get(Monitor, monitor_id)

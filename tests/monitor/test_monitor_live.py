@@ -113,25 +113,56 @@ def test_scheduler_records_ups_and_downs_live(
 
 
 def test_flask_serve_first_run_watches_its_demo_endpoints(cli_server: Any, tmp_path: Any) -> None:
-    """The README command on an empty database: demo user, demo monitors, live results."""
+    """The README command on an empty database: demo user, demo monitors, live results.
+    Started again on another port, the demo monitors follow the server."""
     database = tmp_path / "first-run.db"
     with env(DATABASE_URL=f"sqlite:///{database}", SECRET_KEY="first-run"):
         server = cli_server("examples/monitor")
-    with httpx.Client(base_url=server.base_url, timeout=10) as client:
-        client.get("/login")
-        response = client.post("/api/login", json={"email": "demo@example.com", "password": "demo"})
-        assert response.status_code == 200
 
-        def by_name() -> dict[str, dict[str, Any]]:
-            monitors = client.get("/api/monitors").json()["monitors"]
-            return {m["name"]: m for m in monitors}
+    def demo_monitors(server: Any) -> dict[str, dict[str, Any]]:
+        with httpx.Client(base_url=server.base_url, timeout=10) as client:
+            client.get("/login")
+            login = {"email": "demo@example.com", "password": "demo"}
+            assert client.post("/api/login", json=login).status_code == 200
+            monitors: dict[str, dict[str, Any]] = {}
 
-        wait_for(lambda: len(by_name()) == 4)
-        wait_for(lambda: by_name()["Demo: always up"]["status"] == "up")
-        wait_for(lambda: by_name()["Demo: down"]["status"] == "down")
-        assert by_name()["Demo: down"]["last_error"] == "connection refused"
-        assert by_name()["Demo: always up"]["url"] == f"{server.base_url}/demo/up"
+            def all_checked() -> bool:
+                monitors.clear()
+                for m in client.get("/api/monitors").json()["monitors"]:
+                    monitors[m["name"]] = m
+                return len(monitors) == 4 and all(
+                    m["status"] != "pending" for m in monitors.values()
+                )
+
+            wait_for(all_checked, timeout=30)
+            return monitors
+
+    first = demo_monitors(server)
+    assert first["Demo: always up"]["status"] == "up"
+    assert first["Demo: down"]["last_error"] == "connection refused"
+    assert first["Demo: always up"]["url"] == "/demo/up"  # a path on this server, not host:port
     output = server.output()
     assert "sign in as demo@example.com" in output
+    assert f"checked on http://127.0.0.1:{server.port}" in output
     assert database.exists()
     assert "Application shutdown complete" in output
+
+    # The same database, served on another port: the demo monitors are checked there.
+    with env(DATABASE_URL=f"sqlite:///{database}", SECRET_KEY="first-run"):
+        again = cli_server("examples/monitor")
+    assert again.port != server.port
+    restarted = again_checked_at = 0.0
+
+    def checked_again() -> bool:
+        nonlocal restarted, again_checked_at
+        monitors = demo_monitors(again)
+        up = monitors["Demo: always up"]
+        again_checked_at = up["last_checked_at"]
+        restarted = restarted or again_checked_at
+        return (
+            again_checked_at > first["Demo: always up"]["last_checked_at"] and up["status"] == "up"
+        )
+
+    assert wait_for(checked_again, timeout=30), demo_monitors(again)
+    assert len(demo_monitors(again)) == 4  # not seeded twice
+    assert f"checked on http://127.0.0.1:{again.port}" in again.output()

@@ -109,10 +109,36 @@ def test_first_run_seeds_a_demo_user(make_app: Any, seed: bool) -> None:
         if seed:
             client = app.test_client()
             api_login(client, "demo@example.com", "demo")
-            monitors = client.get("/api/monitors").json["monitors"]  # seeded on 1st request
+            monitors = client.get("/api/monitors").json["monitors"]  # seeded at startup
             assert [m["name"] for m in monitors] == [
                 "Demo: always up",
                 "Demo: slow",
                 "Demo: flaky",
                 "Demo: down",
             ]
+
+
+def test_demo_monitors_seeded_with_a_fixed_address_become_paths(make_app: Any) -> None:
+    """A database seeded by an older version (the first run's host:port in the URL): at
+    startup the demo monitors become paths on this server; other monitors are left alone."""
+    app = make_app(MONITOR_SEED=False)
+    with state(app).asgi.serving():
+        store = state(app).require_store()
+        user = run(store.create_user("demo@example.com", "x"))
+        for name, url in (
+            ("Demo: always up", "http://127.0.0.1:8000/demo/up"),
+            ("Demo: flaky", "http://127.0.0.1:8000/demo/flaky"),
+            ("Demo: down", "http://127.0.0.1:1/"),
+            ("mine", "http://127.0.0.1:8000/demo/up"),
+        ):
+            run(store.create_monitor(user.id, name, url, 5, 1.0))
+    app = make_app(MONITOR_SEED=True)  # the same database, started again
+    with state(app).asgi.serving():
+        store = state(app).require_store()
+        urls = {m.name: m.url for m in run(store.list_monitors())}
+    assert urls == {
+        "Demo: always up": "/demo/up",
+        "Demo: flaky": "/demo/flaky",
+        "Demo: down": "http://127.0.0.1:1/",
+        "mine": "http://127.0.0.1:8000/demo/up",
+    }
