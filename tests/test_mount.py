@@ -384,3 +384,15 @@ def test_starlette_through_flasks_test_client(app: Flask, asgi: flask_asgi.ASGI)
         "starlette:shutdown",
         "flask:after_serving",
     ]
+
+
+def test_a_subclass_of_asgi_keeps_its_methods(app: Flask) -> None:
+    class Custom(flask_asgi.ASGI):
+        def extra(self) -> str:
+            return "kept"
+
+    custom = Custom(app)
+    custom.mount("/x", Recorder("x"))
+    assert isinstance(custom, Custom) and custom.extra() == "kept"
+    assert app.test_client().get("/x/y").json["app"] == "x"
+    assert type(flask_asgi.ASGI(Flask("plain"))).__call__ is flask_asgi.ASGI.__call__

@@ -121,21 +121,24 @@ class ASGI:
             self._compose()  # builds the stack now: bad options fail here, not at startup
         except BaseException:
             self.hooks.middleware.pop()
+            self._compose()  # the stack as it was
             raise
 
     def _compose(self) -> None:
+        # Python looks __call__ up on the type: switching this object to a subclass whose
+        # __call__ runs the stack keeps ASGI.__call__, the hot path, untouched when nothing
+        # is mounted (and keeps the methods of a subclass of ASGI).
+        if "_plain" not in type(self).__dict__:
+            self.__class__ = _composed(type(self))
+        plain = type(self).__dict__["_plain"].__call__
         this = weakref.ref(self)  # no cycle: the stack must not keep this object alive
 
         async def flask(scope: dict[str, Any], receive: Receive, send: Send) -> None:
             asgi = this()
             assert asgi is not None
-            await ASGI.__call__(asgi, scope, receive, send)
+            await plain(asgi, scope, receive, send)
 
         self._stack = middleware.build(flask, self.hooks)
-        # Python looks __call__ up on the type: switching to a subclass that calls the
-        # stack keeps ASGI.__call__, the hot path, untouched when nothing is composed.
-        if not isinstance(self, _Composed):
-            self.__class__ = _Composed
 
     # -- lifespan hooks -------------------------------------------------------------------
 
@@ -204,8 +207,16 @@ class ASGI:
         return background.wait(self.app, timeout)
 
 
-class _Composed(ASGI):
-    """An ``ASGI`` with mounts or middleware: the server's calls go through the stack."""
+_COMPOSED: dict[type[ASGI], type[ASGI]] = {}
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        await self._stack(scope, receive, send)
+
+def _composed(cls: type[ASGI]) -> type[ASGI]:
+    """``cls`` with mounts or middleware: the server's calls go through the stack."""
+    if cls not in _COMPOSED:
+
+        async def __call__(self: ASGI, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+            await self._stack(scope, receive, send)
+
+        namespace = {"__call__": __call__, "_plain": cls, "__module__": cls.__module__}
+        _COMPOSED[cls] = type(cls.__name__, (cls,), namespace)
+    return _COMPOSED[cls]
