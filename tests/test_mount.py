@@ -62,6 +62,9 @@ class Recorder:
         await send({"type": "lifespan.startup.complete"})
         assert (await receive())["type"] == "lifespan.shutdown"
         self.events.append(f"{self.name}:shutdown")
+        if self.lifespan == "fail-shutdown":
+            await send({"type": "lifespan.shutdown.failed", "message": f"{self.name} stuck"})
+            return
         await send({"type": "lifespan.shutdown.complete"})
 
 
@@ -249,6 +252,24 @@ def test_failed_startup_fails_the_server_with_its_message(
             pass
     assert events == ["first:startup", "first:shutdown"]
     assert "broken broke" in caplog.text
+
+
+def test_failed_shutdown_is_reported_and_the_others_still_stop(
+    app: Flask, asgi: flask_asgi.ASGI
+) -> None:
+    events: list[str] = []
+    lifespan_app(app, asgi, events)
+    asgi.mount("/first", Recorder("first", events))
+    asgi.mount("/stuck", Recorder("stuck", events, lifespan="fail-shutdown"))
+    with pytest.raises(RuntimeError, match="mounted at '/stuck' failed shutdown: stuck stuck"):
+        with asgi.serving():
+            pass
+    assert events[-4:] == [
+        "stuck:shutdown",
+        "first:shutdown",  # still stopped
+        "flask:while_serving:stop",  # and flask-asgi's hooks still ran
+        "flask:after_serving",
+    ]
 
 
 @pytest.mark.parametrize("kind", ["raise", "return", "hang"])

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 from typing import Any
 
 import httpx
 import pytest
 import socketio
-from helpers import RedisServer
+from helpers import ROOT, VENV_BIN, RedisServer, free_port, wait_for
 
 EXAMPLE = "examples/socketio_chat.py"
 #: A long-poll still open at the end is cut after 3 s instead of the default 10.
@@ -117,3 +118,29 @@ def test_emits_reach_clients_of_another_process_through_redis(
             await ann.close()
 
     asyncio.run(scenario())
+
+
+def test_uvicorn_serves_the_mount_with_no_change(tmp_path: Any) -> None:
+    """``uvicorn module:asgi``: the mount is part of the ASGI callable itself."""
+    port = free_port()
+    command = [str(VENV_BIN / "uvicorn"), "--app-dir", str(ROOT / "examples"), "socketio_chat:asgi"]
+    proc = subprocess.Popen(
+        [*command, "--port", str(port), "--log-level", "warning"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(base + "/", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        assert wait_for(up, timeout=30)
+        handshake = httpx.get(base + "/socket.io/?EIO=4&transport=polling", timeout=10)
+        assert handshake.status_code == 200 and '"sid"' in handshake.text  # Engine.IO's open
+    finally:
+        proc.terminate()
+        proc.wait(15)
