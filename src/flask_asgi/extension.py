@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from flask import Flask
 
 from . import server
-from .features import background, middleware, mounts
+from .features import background, middleware, mounts, watchdog
 from .features.broadcast import Broadcast
 from .ground.asgi_types import Receive, Send
 from .ground.bridge import async_to_sync
@@ -68,6 +68,11 @@ class ASGI:
             self.hooks.starting.append(background.serving_started)
         if background.serving_stopping not in self.hooks.stopping:
             self.hooks.stopping.append(background.serving_stopping)
+        # The loop watchdog: logs the code that blocks the loop (docs/observability.md).
+        if watchdog.serving_started not in self.hooks.starting:
+            self.hooks.starting.append(watchdog.serving_started)
+        if watchdog.serving_stopping not in self.hooks.stopping:
+            self.hooks.stopping.append(watchdog.serving_stopping)
         self.classifier = EndpointClassifier(app)
         if self.hooks.mounts or self.hooks.middleware:
             self._compose()

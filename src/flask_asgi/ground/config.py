@@ -33,6 +33,12 @@ _BUILTIN: dict[str, Any] = {
     # Seconds an ASGI app mounted with asgi.mount() gets to answer each lifespan message;
     # one that does not answer lifespan.startup in time is served without its lifespan.
     "FLASK_ASGI_MOUNT_LIFESPAN_TIMEOUT": 30.0,
+    # Seconds the event loop may go without coming round before the watchdog logs the
+    # blocking code (docs/observability.md). flask serve --debug: 0.1. 0: off.
+    "FLASK_ASGI_BLOCKING_THRESHOLD": 0.5,
+    # Paths answered before the Flask app (docs/observability.md). "": off.
+    "FLASK_ASGI_HEALTH_PATH": "",  # liveness: 200 while the loop runs and is not stalled
+    "FLASK_ASGI_READY_PATH": "",  # readiness: 200 once started, 503 once shutdown begins
 }
 
 

@@ -18,6 +18,7 @@ from flask import Flask
 
 from ..ground.asgi_types import Receive, Send
 from ..ground.bridge import greenlet_await, run_in_greenlet
+from ..ground.serving_state import serving_state
 from ..ground.state import ServingHooks
 
 logger = logging.getLogger("flask_asgi")
@@ -98,6 +99,8 @@ async def handle_lifespan(
     """The ASGI entry point for ``lifespan`` scopes."""
     message = await receive()
     assert message["type"] == "lifespan.startup"
+    state = serving_state(app)  # what the readiness probe answers from
+    state.lifespan_began, state.started, state.stopping = True, False, False
     with app.app_context():
         around = AsyncExitStack()
         try:
@@ -110,8 +113,10 @@ async def handle_lifespan(
             await _report_failure(send, "startup", exc)
             return
         await send({"type": "lifespan.startup.complete"})
+        state.started = True
         message = await receive()
         assert message["type"] == "lifespan.shutdown"
+        state.stopping = True
         try:
             await shutdown(app, hooks, running, around)
         except BaseException as exc:

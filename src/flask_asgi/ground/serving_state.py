@@ -1,0 +1,63 @@
+"""What a running server knows about itself: lifespan phase, loop health, counters.
+
+One :class:`ServingState` per app (``app.extensions["flask_asgi.serving"]``). The lifespan
+handler sets ``started``/``stopping``, the loop watchdog stamps its heartbeat and counts
+stalls and loop lag, and the health probes and ``asgi.stats()`` read it. Every field is a
+plain attribute written from one thread (the loop's, or the watchdog's for ``stalls``),
+so counting costs an attribute store, no lock.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+
+from flask import Flask
+
+STATE_KEY = "flask_asgi.serving"
+
+#: Upper bounds (seconds) of the loop-lag histogram's buckets; the last bucket is +inf.
+LAG_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class ServingState:
+    """Lifespan phase and loop health of the server that serves one app."""
+
+    def __init__(self) -> None:
+        #: The lifespan startup began (a server that sends no lifespan never sets it).
+        self.lifespan_began = False
+        #: The lifespan startup completed: the app is ready for traffic.
+        self.started = False
+        #: Shutdown began (or a drain: any code may set it): readiness answers 503 from now.
+        self.stopping = False
+        #: ``time.monotonic()`` of the watchdog's last heartbeat on the loop (0: no watchdog).
+        self.heartbeat = 0.0
+        #: Seconds between heartbeats (0: no watchdog).
+        self.heartbeat_interval = 0.0
+        #: Loop stalls seen (the loop did not come round for the blocking threshold).
+        self.stalls = 0
+        #: How late each heartbeat ran, counted per bucket of :data:`LAG_BUCKETS` (+inf last).
+        self.lag_counts = [0] * (len(LAG_BUCKETS) + 1)
+        self.lag_sum = 0.0
+
+    @property
+    def ready(self) -> bool:
+        """Ready for traffic: startup complete (or no lifespan at all) and not stopping."""
+        return not self.stopping and (self.started or not self.lifespan_began)
+
+    def loop_silence(self) -> float:
+        """Seconds since the loop last ran the heartbeat (0 when there is no watchdog)."""
+        return time.monotonic() - self.heartbeat if self.heartbeat else 0.0
+
+    def record_lag(self, lag: float) -> None:
+        """Count one heartbeat that ran ``lag`` seconds after it was due (loop thread)."""
+        self.lag_counts[bisect.bisect_left(LAG_BUCKETS, lag)] += 1
+        self.lag_sum += lag
+
+
+def serving_state(app: Flask) -> ServingState:
+    """The app's :class:`ServingState`, made on first use."""
+    state = app.extensions.get(STATE_KEY)
+    if not isinstance(state, ServingState):
+        state = app.extensions[STATE_KEY] = ServingState()
+    return state

@@ -1,0 +1,95 @@
+"""Strict mode for test suites: fail a test whose async code blocks the event loop.
+
+``pytest --flask-asgi-strict`` (or the ``flask_asgi_strict`` fixture, for some tests only)
+runs each test under `BlockBuster <https://github.com/cbornet/blockbuster>`_
+(``pip install 'flask-asgi[strict]'``), which makes blocking calls (``time.sleep``, file and
+socket I/O, ``sqlite3``, waiting on a held lock...) raise ``BlockingError`` when they are made
+on a thread that runs an event loop: an async view's request greenlet, a ``while_serving``
+hook, an async background task. Sync views and ``run_sync`` calls run in worker threads,
+where blocking is fine, and are left alone.
+
+Flask turns an exception in a view into a 500 response, which a test may not look at, so
+the plugin also listens to Flask's ``got_request_exception`` signal and fails the test if a
+``BlockingError`` went by. Registered through the ``pytest11`` entry point; it does nothing
+unless asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import traceback
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import pytest
+from flask import got_request_exception
+
+OPTION = "--flask-asgi-strict"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("flask-asgi")
+    group.addoption(
+        OPTION,
+        action="store_true",
+        default=False,
+        help="fail a test whose async code makes a blocking call on the event loop"
+        " (BlockBuster; pip install 'flask-asgi[strict]')",
+    )
+
+
+@contextlib.contextmanager
+def strict() -> Iterator[list[BaseException]]:
+    """Detect blocking calls on event-loop threads in the block; yield the list of the
+    ``BlockingError`` exceptions that Flask handled (turned into responses) meanwhile."""
+    try:
+        from blockbuster import BlockingError, blockbuster_ctx
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise pytest.UsageError(
+            f"{OPTION} needs BlockBuster: pip install 'flask-asgi[strict]'"
+        ) from exc
+    seen: list[BaseException] = []
+
+    def record(sender: Any, exception: BaseException, **extra: Any) -> None:
+        if isinstance(exception, BlockingError):
+            seen.append(exception)
+
+    got_request_exception.connect(record)
+    try:
+        with blockbuster_ctx():
+            yield seen
+    finally:
+        got_request_exception.disconnect(record)
+
+
+def _fail_if_blocked(seen: list[BaseException]) -> None:
+    if seen:
+        where = "".join(traceback.format_exception(seen[0])[-6:])
+        pytest.fail(
+            f"{len(seen)} blocking call(s) on the event loop in async code;"
+            f" the first one:\n{where}",
+            pytrace=False,
+        )
+
+
+_SEEN = pytest.StashKey[list[BaseException]]()
+
+
+@pytest.fixture
+def flask_asgi_strict(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail this test if its async code makes a blocking call on the event loop."""
+    with strict() as seen:
+        request.node.stash[_SEEN] = seen  # checked right after the test body
+        yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    if not item.config.getoption("flask_asgi_strict"):
+        result = yield
+    else:
+        with strict() as seen:
+            result = yield
+        _fail_if_blocked(seen)
+    _fail_if_blocked(item.stash.get(_SEEN, []))
+    return result
