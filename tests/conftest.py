@@ -25,13 +25,18 @@ def live_server() -> Iterator[Callable[..., str]]:
 @pytest.fixture
 def cli_server() -> Iterator[Callable[..., CLIServer]]:
     """``server = cli_server("examples/x.py")``: a real ``flask serve`` process, stopped at the
-    end of the test. ``wait=False`` returns before the server is up (for failing starts)."""
+    end of the test. ``wait=False`` returns before the server is up (for failing starts);
+    ``flask_options`` go before ``serve`` (``["--debug"]``)."""
     servers: list[CLIServer] = []
 
     def start(
-        target: str, cwd: Path = ROOT, extra: list[str] | None = None, wait: bool = True
+        target: str,
+        cwd: Path = ROOT,
+        extra: list[str] | None = None,
+        wait: bool = True,
+        flask_options: list[str] | None = None,
     ) -> CLIServer:
-        server = CLIServer(target, free_port(), cwd, extra or [])
+        server = CLIServer(target, free_port(), cwd, extra or [], flask_options or [])
         servers.append(server)
         if wait:
             server.wait_ready()

@@ -73,13 +73,16 @@ def run_live(asgi: Any, **options: Any) -> Iterator[str]:
 class CLIServer:
     """``flask --app <target> serve`` running as a subprocess."""
 
-    def __init__(self, target: str, port: int, cwd: Path, extra: list[str]) -> None:
+    def __init__(
+        self, target: str, port: int, cwd: Path, extra: list[str], flask_options: list[str]
+    ) -> None:
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("FLASK_APP", None)
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "flask"), "--app", target, "serve", "--port", str(port), *extra],
+            [str(VENV_BIN / "flask"), "--app", target, *flask_options, "serve"]
+            + ["--port", str(port), *extra],
             cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,

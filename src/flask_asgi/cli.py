@@ -13,6 +13,8 @@ from typing import Any
 import click
 import uvicorn
 from flask.cli import ScriptInfo, pass_script_info
+from flask.helpers import get_debug_flag
+from werkzeug.debug import DebuggedApplication
 
 from .extension import ASGI
 from .ground.config import DEFAULTS
@@ -20,19 +22,46 @@ from .server import uvicorn_config
 
 _APP_ENV = "FLASK_ASGI_CLI_APP"
 _SHUTDOWN_KEY = "FLASK_ASGI_SHUTDOWN_TIMEOUT"
+_THRESHOLD_KEY = "FLASK_ASGI_BLOCKING_THRESHOLD"
+_DEBUG_THRESHOLD = 0.1  # seconds, under --debug
 
 
 def app_factory() -> ASGI:
     """Load the app for a uvicorn worker process (``--workers``/``--reload``)."""
     info = ScriptInfo(app_import_path=os.environ.get(_APP_ENV) or None)
-    return ASGI.of(info.load_app())
+    return debug_setup(ASGI.of(info.load_app()))
+
+
+def debug_setup(asgi: ASGI) -> ASGI:
+    """Under ``flask --debug serve``, serve like ``flask --debug run`` does: Werkzeug's
+    interactive debugger (with its PIN) around ``app.wsgi_app``, so an exception in any view
+    shows the traceback page; and a 0.1 s loop-watchdog threshold unless one was chosen."""
+    app = asgi.app
+    if not get_debug_flag():
+        return asgi
+    if not isinstance(app.wsgi_app, DebuggedApplication):
+        debugger = DebuggedApplication(app.wsgi_app, evalex=True)
+        app.wsgi_app = debugger  # type: ignore[method-assign]
+        click.echo(" * Debugger is active!", err=True)
+        pin = debugger.pin
+        click.echo(f" * Debugger PIN: {pin}" if pin else " * Debugger PIN disabled.", err=True)
+    if (
+        _THRESHOLD_KEY not in os.environ
+        and app.config.get(_THRESHOLD_KEY) == DEFAULTS[_THRESHOLD_KEY]
+    ):
+        app.config[_THRESHOLD_KEY] = _DEBUG_THRESHOLD
+    return asgi
 
 
 @click.command("serve", help="Serve the app on uvicorn through flask-asgi.")
 @click.option("--host", "-h", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", "-p", default=5000, show_default=True, help="Port to bind.")
 @click.option("--workers", "-w", default=1, show_default=True, help="Worker processes.")
-@click.option("--reload/--no-reload", default=False, help="Restart when code changes.")
+@click.option(
+    "--reload/--no-reload",
+    default=None,
+    help="Restart when code changes (default: on under flask --debug, as flask run).",
+)
 @click.option(
     "--log-level",
     default="info",
@@ -53,12 +82,14 @@ def serve_command(
     host: str,
     port: int,
     workers: int,
-    reload: bool,
+    reload: bool | None,
     log_level: str,
     root_path: str,
     timeout_graceful_shutdown: float | None,
 ) -> None:
     options: dict[str, Any] = {"log_level": log_level, "root_path": root_path}
+    if reload is None:
+        reload = get_debug_flag()
     if workers > 1 or reload:
         # uvicorn's own processes cannot be handed an app object: they import the factory.
         if info.app_import_path:
@@ -67,7 +98,7 @@ def serve_command(
         target: Any = "flask_asgi.cli:app_factory"
         options.update(factory=True, workers=workers, reload=reload)
     else:
-        target = ASGI.of(info.load_app())
+        target = debug_setup(ASGI.of(info.load_app()))
     if timeout_graceful_shutdown is None:  # load_app() is cached: the app loaded above
         config = info.load_app().config
         timeout_graceful_shutdown = float(config.get(_SHUTDOWN_KEY, DEFAULTS[_SHUTDOWN_KEY]))
