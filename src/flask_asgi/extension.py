@@ -22,6 +22,7 @@ from .ground.state import EXTENSION_KEY, ServingHooks, asgi_of
 from .protocol.dispatch import EndpointClassifier
 from .protocol.http import handle_http
 from .protocol.lifespan import handle_lifespan
+from .protocol.probes import probe_response
 from .protocol.websocket import handle_websocket, websocket_route
 from .testing import AsyncClient, FlaskClient, Lifespan
 
@@ -102,7 +103,12 @@ class ASGI:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await handle_http(self.app, self.classifier, self.executor, scope, receive, send)
+            probe = probe_response(self.app, scope)  # health/readiness: before any environ
+            if probe is None:
+                await handle_http(self.app, self.classifier, self.executor, scope, receive, send)
+            else:
+                await send(probe[0])
+                await send(probe[1])
         elif kind == "lifespan":
             await handle_lifespan(self.app, self.hooks, scope, receive, send)
         elif kind == "websocket":

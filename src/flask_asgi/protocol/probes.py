@@ -1,0 +1,70 @@
+"""Health and readiness probes, answered in the ASGI callable before the Flask app.
+
+Off by default; ``FLASK_ASGI_HEALTH_PATH`` and ``FLASK_ASGI_READY_PATH`` turn them on. A
+probe costs a dict lookup and two messages: no environ, no Flask context, no hooks, so it
+can be polled every second and never shows up in the app's logs, sessions or metrics.
+
+* Liveness (health): 200 while the loop runs. While the loop is blocked nothing on it
+  answers, so the probe's own timeout is the failure a supervisor sees; once the loop is
+  back, the body says how many stalls the watchdog has counted. 503 if the watchdog's
+  heartbeat has not run for ``max(1, 4 * threshold)`` seconds though the loop answers (the
+  loop's timers are starved).
+* Readiness: 200 once the lifespan startup completed (or when the server sends no
+  lifespan), 503 before that and from the moment shutdown begins, or when any code sets
+  ``ServingState.stopping`` (a drain before shutdown).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Flask
+
+from ..ground.serving_state import serving_state
+
+HEALTH_KEY = "FLASK_ASGI_HEALTH_PATH"
+READY_KEY = "FLASK_ASGI_READY_PATH"
+
+
+def probe_response(app: Flask, scope: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The ASGI messages answering ``scope`` if it is a probe, else None (the app's turn)."""
+    config = app.config
+    path = scope["path"]  # never "", the value of a probe that is off
+    if path == config.get(HEALTH_KEY):
+        status, body = _liveness(app)
+    elif path == config.get(READY_KEY):
+        status, body = _readiness(app)
+    else:
+        return None
+    data = json.dumps(body).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(data)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    return [
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else data},
+    ]
+
+
+def _liveness(app: Flask) -> tuple[int, dict[str, Any]]:
+    state = serving_state(app)
+    silence = state.loop_silence()
+    bound = max(1.0, 40 * state.heartbeat_interval)  # the interval is threshold / 10
+    alive = not state.heartbeat or silence <= bound
+    body = {
+        "status": "ok" if alive else "stalled",
+        "watchdog": bool(state.heartbeat),
+        "stalls": state.stalls,
+        "loop_silence": round(silence, 4),
+    }
+    return (200 if alive else 503), body
+
+
+def _readiness(app: Flask) -> tuple[int, dict[str, Any]]:
+    state = serving_state(app)
+    if state.ready:
+        return 200, {"status": "ready"}
+    return 503, {"status": "stopping" if state.stopping else "starting"}
