@@ -57,8 +57,12 @@ class Exchange:
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
     ) -> Callable[[bytes], None]:
-        if exc_info is not None and self.started:
-            raise exc_info[1].with_traceback(exc_info[2])
+        if self.started:
+            if exc_info is not None:
+                raise exc_info[1].with_traceback(exc_info[2])
+            # WSGI makes this an error; Werkzeug's debugger relies on it to log an exception
+            # raised mid-stream instead of appending its HTML page to the stream.
+            raise RuntimeError("start_response() called again after the headers were sent")
         self.status = int(status[:3])
         self.headers = [
             (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers

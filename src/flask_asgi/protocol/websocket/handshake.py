@@ -3,6 +3,8 @@ and refusing it with an HTTP response (or a close, which the server answers with
 
 from __future__ import annotations
 
+import contextvars
+import logging
 from typing import Any
 
 from flask import Response
@@ -10,6 +12,46 @@ from flask import Response
 from ...ground.bridge import await_
 from ..environ import build_environ
 from .connection import WebSocket
+
+#: Set in the ASGI task of a connection refused with ``websocket.http.response``.
+_refused_with_response: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "flask_asgi_refused_with_response", default=False
+)
+#: What uvicorn's websockets-sansio implementation logs for a refusal besides its access line.
+_UVICORN_NOISE = frozenset(
+    {
+        "ASGI callable returned without completing handshake.",  # false: see below
+        "connection rejected (%d %s)",  # the websockets library's repeat of the access line
+    }
+)
+
+
+class _DenialLogFilter(logging.Filter):
+    """Drop uvicorn's false ``ASGI callable returned without completing handshake.`` (and
+    the websockets library's ``connection rejected`` repeat of the access line) for a
+    handshake refused with an HTTP response.
+
+    uvicorn's default WebSocket implementation (``websockets-sansio``, chosen by
+    ``ws="auto"`` when ``websockets`` is installed) sends the denial response but never
+    marks the handshake complete, so when the app returns it logs that error (and sends
+    nothing more: the response is out). Its ``wsproto`` implementation does mark it, and the
+    ASGI spec says the response ends the handshake. Upstream fix: Kludex/uvicorn#3138. The
+    record is emitted in the connection's own task right after the app returns, so a
+    context variable set by that task tells exactly which records are ours; any other
+    record, and this one for any other app, passes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_refused_with_response.get() and record.msg in _UVICORN_NOISE)
+
+
+_denial_filter = _DenialLogFilter()
+logging.getLogger("uvicorn.error").addFilter(_denial_filter)
+
+
+def refused_with_response() -> None:
+    """Mark the current ASGI task's connection as refused with an HTTP response."""
+    _refused_with_response.set(True)
 
 
 async def _no_body() -> dict[str, Any]:
@@ -54,6 +96,7 @@ async def refuse(ws: WebSocket, status: str, headers: list[tuple[str, str]], bod
         return
     ws.state = "closed"
     ws.rejected_status = int(status[:3])
+    refused_with_response()  # the server logs while sending: see _DenialLogFilter
     start = {
         "type": "websocket.http.response.start",
         "status": ws.rejected_status,

@@ -22,7 +22,7 @@ from ...ground import flask_compat
 from ...ground.asgi_types import Receive, Send
 from ...ground.bridge import await_, run_in_greenlet, run_in_worker
 from .connection import WebSocket, WebSocketDisconnect, _current
-from .handshake import CROSS_ORIGIN, handshake_environ, refuse, reject
+from .handshake import CROSS_ORIGIN, handshake_environ, refuse, refused_with_response, reject
 from .middleware import through_middleware
 from .origin import origin_refused
 from .routing import handler_is_async, matched_view
@@ -76,6 +76,8 @@ async def handle_websocket(
             await run_in_worker(executor, run_connection, app, environ, ws)
     finally:
         await ws._finish()
+        if ws.rejected_status is not None and ws.http_response_supported:
+            refused_with_response()  # in this task's Context: see handshake._DenialLogFilter
 
 
 def run_connection(app: Flask, environ: dict[str, Any], ws: WebSocket) -> None:
