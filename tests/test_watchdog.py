@@ -186,3 +186,16 @@ def test_flask_serve_names_the_blocking_line(tmp_path: Path, cli_server: Any) ->
     assert "serving GET /slow (endpoint 'slow')" in warning.splitlines()[0]
     assert f"helper at {tmp_path / 'blocking_app.py'}:{line}" in warning
     assert "stall 1 ended: the event loop did not come round for" in output
+
+
+def test_a_failed_startup_stops_the_watchdog(app: Flask, asgi: flask_asgi.ASGI) -> None:
+    @asgi.before_serving
+    def broken() -> None:
+        raise LookupError("no database")
+
+    with pytest.raises(RuntimeError, match="no database"):
+        with asgi.serving():
+            pass
+    assert wait_for(lambda: "flask-asgi-watchdog" not in {t.name for t in threading.enumerate()})
+    assert serving_state(app).heartbeat == 0
+    assert not serving_state(app).ready

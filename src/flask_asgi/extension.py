@@ -12,12 +12,13 @@ from typing import Any, TypeVar
 from flask import Flask
 
 from . import server
-from .features import background, middleware, mounts, watchdog
+from .features import background, metrics, middleware, mounts, watchdog
 from .features.broadcast import Broadcast
 from .ground.asgi_types import Receive, Send
 from .ground.bridge import async_to_sync
 from .ground.config import DEFAULTS
 from .ground.pools import worker_pool
+from .ground.serving_state import serving_state
 from .ground.state import EXTENSION_KEY, ServingHooks, asgi_of
 from .protocol.dispatch import EndpointClassifier
 from .protocol.http import handle_http
@@ -74,6 +75,12 @@ class ASGI:
             self.hooks.starting.append(watchdog.serving_started)
         if watchdog.serving_stopping not in self.hooks.stopping:
             self.hooks.stopping.append(watchdog.serving_stopping)
+        # Metrics: asgi.stats(), and FLASK_ASGI_METRICS_PATH with prometheus_client.
+        serving_state(app).metrics_endpoint = metrics.respond
+        if metrics.serving_started not in self.hooks.starting:
+            self.hooks.starting.append(metrics.serving_started)
+        if metrics.serving_stopping not in self.hooks.stopping:
+            self.hooks.stopping.append(metrics.serving_stopping)
         self.classifier = EndpointClassifier(app)
         if self.hooks.mounts or self.hooks.middleware:
             self._compose()
@@ -178,6 +185,12 @@ class ASGI:
     def run(self, host: str = "127.0.0.1", port: int = 5000, **options: Any) -> None:
         """Serve on uvicorn, blocking until the server stops (Flask's ``app.run()``)."""
         server.run(self, host, port, **options)
+
+    def stats(self) -> dict[str, Any]:
+        """What the server is doing now, in this process: requests in flight (async, sync),
+        worker threads busy and waiting, open WebSockets and SSE streams, background tasks,
+        loop stalls and the loop-lag histogram (docs/observability.md)."""
+        return metrics.stats(self.app)
 
     # -- WebSockets (docs/websockets.md) ---------------------------------------------------
 

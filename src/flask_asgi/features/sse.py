@@ -26,6 +26,7 @@ from typing import Any
 from flask import Response, current_app, has_app_context, request
 
 from ..ground.bridge import greenlet_await
+from ..ground.serving_state import serving_state
 from .streaming import stream
 
 #: The comment sent while the generator is idle (lines starting with ":" are ignored).
@@ -135,6 +136,11 @@ class EventStream(AsyncIterable[bytes]):
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()  # the request context is in it
         pending: asyncio.Task[Any] | None = None
+        # Open streams, for asgi.stats(): this generator runs on the loop thread.
+        app = current_app._get_current_object() if has_app_context() else None  # type: ignore
+        state = serving_state(app) if app is not None else None
+        if state is not None:
+            state.sse_streams += 1
         try:
             while True:
                 if pending is None:
@@ -150,6 +156,8 @@ class EventStream(AsyncIterable[bytes]):
                     return
                 yield encode_event(item)
         finally:
+            if state is not None:
+                state.sse_streams -= 1
             # Client gone (this generator was cancelled or closed) or the source ended.
             if pending is not None:
                 pending.cancel()  # the source sees CancelledError at its await

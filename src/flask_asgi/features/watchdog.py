@@ -24,6 +24,7 @@ reports after the fact, without a stack, and does not run under uvicorn's defaul
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -129,6 +130,10 @@ class Watchdog:
     def _watch(self) -> None:
         while not self._stop.wait(self.check):
             if self.loop.is_closed():
+                return
+            if self.state.failed:  # the startup failed after starting us: no shutdown will
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    self.loop.call_soon_threadsafe(self.stop)
                 return
             while self._ended:
                 self._finish(self._ended.popleft())

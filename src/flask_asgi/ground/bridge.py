@@ -32,7 +32,7 @@ from typing import Any, ParamSpec, TypeVar
 from greenlet import GreenletExit, getcurrent, greenlet
 
 from .background_loop import background_loop
-from .pools import current_executor
+from .pools import WorkerPool, current_executor
 from .websocket_needs_asgi import WebSocketNeedsASGI, reached_without_connection
 
 P = ParamSpec("P")
@@ -247,7 +247,13 @@ async def run_in_worker(executor: Executor | None, fn: Callable[..., T], *args: 
     """
     loop = asyncio.get_running_loop()
     ctx = contextvars.copy_context()
-    return await loop.run_in_executor(executor, ctx.run, _call_in_worker, loop, fn, args)
+    if type(executor) is not WorkerPool:
+        return await loop.run_in_executor(executor, ctx.run, _call_in_worker, loop, fn, args)
+    executor.pending += 1  # busy / waiting workers, for asgi.stats()
+    try:
+        return await loop.run_in_executor(executor, ctx.run, _call_in_worker, loop, fn, args)
+    finally:
+        executor.pending -= 1
 
 
 async def run_sync(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

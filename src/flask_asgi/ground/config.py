@@ -39,6 +39,7 @@ _BUILTIN: dict[str, Any] = {
     # Paths answered before the Flask app (docs/observability.md). "": off.
     "FLASK_ASGI_HEALTH_PATH": "",  # liveness: 200 while the loop runs and is not stalled
     "FLASK_ASGI_READY_PATH": "",  # readiness: 200 once started, 503 once shutdown begins
+    "FLASK_ASGI_METRICS_PATH": "",  # Prometheus text format (pip install 'flask-asgi[metrics]')
 }
 
 

@@ -13,13 +13,20 @@ _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
 
 
+class WorkerPool(ThreadPoolExecutor):
+    """flask-asgi's worker pool; ``pending`` counts the jobs submitted and not yet done
+    (running or waiting for a thread), kept by ``run_in_worker`` on the loop thread."""
+
+    pending = 0
+
+
 def worker_pool(size: int) -> ThreadPoolExecutor:
     """The process-wide worker pool of ``size`` threads (apps of one size share it, so the
     bound holds per process however many apps are created, as in a test suite)."""
     with _pools_lock:
         pool = _pools.get(size)
         if pool is None:
-            pool = _pools[size] = ThreadPoolExecutor(
+            pool = _pools[size] = WorkerPool(
                 max_workers=size, thread_name_prefix="flask-asgi-worker"
             )
         return pool

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import bisect
 import time
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask
 
@@ -30,6 +32,8 @@ class ServingState:
         self.started = False
         #: Shutdown began (or a drain: any code may set it): readiness answers 503 from now.
         self.stopping = False
+        #: The lifespan startup failed (what it started, such as the watchdog, stops).
+        self.failed = False
         #: ``time.monotonic()`` of the watchdog's last heartbeat on the loop (0: no watchdog).
         self.heartbeat = 0.0
         #: Seconds between heartbeats (0: no watchdog).
@@ -39,11 +43,23 @@ class ServingState:
         #: How late each heartbeat ran, counted per bucket of :data:`LAG_BUCKETS` (+inf last).
         self.lag_counts = [0] * (len(LAG_BUCKETS) + 1)
         self.lag_sum = 0.0
+        #: When a list, every lag measured is also appended to it (Prometheus multiprocess
+        #: mode drains it into a real histogram).
+        self.lag_log: list[float] | None = None
+        # In flight now (loop thread only): HTTP requests to async / sync endpoints, open
+        # WebSocket connections, open server-sent event streams.
+        self.async_requests = 0
+        self.sync_requests = 0
+        self.websockets = 0
+        self.sse_streams = 0
+        #: ``(app, scope) -> ASGI messages`` for the metrics path (set by features.metrics).
+        self.metrics_endpoint: Callable[[Flask, dict[str, Any]], list[dict[str, Any]]] | None
+        self.metrics_endpoint = None
 
     @property
     def ready(self) -> bool:
         """Ready for traffic: startup complete (or no lifespan at all) and not stopping."""
-        return not self.stopping and (self.started or not self.lifespan_began)
+        return not (self.stopping or self.failed) and (self.started or not self.lifespan_began)
 
     def loop_silence(self) -> float:
         """Seconds since the loop last ran the heartbeat (0 when there is no watchdog)."""
@@ -53,6 +69,8 @@ class ServingState:
         """Count one heartbeat that ran ``lag`` seconds after it was due (loop thread)."""
         self.lag_counts[bisect.bisect_left(LAG_BUCKETS, lag)] += 1
         self.lag_sum += lag
+        if self.lag_log is not None:
+            self.lag_log.append(lag)
 
 
 def serving_state(app: Flask) -> ServingState:

@@ -18,6 +18,7 @@ from flask import Flask
 
 from ..ground.asgi_types import Receive, Send
 from ..ground.bridge import await_, run_in_greenlet, run_in_worker
+from ..ground.serving_state import serving_state
 from .body import RequestBody
 from .dispatch import EndpointClassifier
 from .environ import build_environ
@@ -189,8 +190,14 @@ async def handle_http(
     # Read per request, as Flask reads its own settings (MAX_CONTENT_LENGTH...).
     buffer_limit: int = app.config["FLASK_ASGI_RESPONSE_BUFFER"]
     exchange = Exchange(send, receive, environ["wsgi.input"])
+    state = serving_state(app)  # in-flight counts (plain ints: this is the loop thread)
+    is_async = classifier.is_async(environ)
+    if is_async:
+        state.async_requests += 1
+    else:
+        state.sync_requests += 1
     try:
-        if classifier.is_async(environ):
+        if is_async:
             task = exchange.task = asyncio.current_task()
             try:
                 messages = await run_in_greenlet(
@@ -215,6 +222,10 @@ async def handle_http(
             await send(messages[0])
             await send(messages[1])
     finally:
+        if is_async:
+            state.async_requests -= 1
+        else:
+            state.sync_requests -= 1
         if exchange.watch_timer is not None:
             exchange.watch_timer.cancel()
         if exchange.watcher is not None:

@@ -100,12 +100,13 @@ async def handle_lifespan(
     message = await receive()
     assert message["type"] == "lifespan.startup"
     state = serving_state(app)  # what the readiness probe answers from
-    state.lifespan_began, state.started, state.stopping = True, False, False
+    state.lifespan_began, state.started, state.stopping, state.failed = True, False, False, False
     with app.app_context():
         around = AsyncExitStack()
         try:
             running = await startup(app, hooks, around, scope.get("state", {}))
         except BaseException as exc:
+            state.failed = True
             try:
                 await around.aclose()  # the mounted apps that did start
             except Exception:

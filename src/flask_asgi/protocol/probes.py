@@ -1,4 +1,4 @@
-"""Health and readiness probes, answered in the ASGI callable before the Flask app.
+"""Health and readiness probes (and the metrics path), answered before the Flask app.
 
 Off by default; ``FLASK_ASGI_HEALTH_PATH`` and ``FLASK_ASGI_READY_PATH`` turn them on. A
 probe costs a dict lookup and two messages: no environ, no Flask context, no hooks, so it
@@ -25,6 +25,7 @@ from ..ground.serving_state import serving_state
 
 HEALTH_KEY = "FLASK_ASGI_HEALTH_PATH"
 READY_KEY = "FLASK_ASGI_READY_PATH"
+METRICS_KEY = "FLASK_ASGI_METRICS_PATH"
 
 
 def probe_response(app: Flask, scope: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -35,6 +36,9 @@ def probe_response(app: Flask, scope: dict[str, Any]) -> list[dict[str, Any]] | 
         status, body = _liveness(app)
     elif path == config.get(READY_KEY):
         status, body = _readiness(app)
+    elif path == config.get(METRICS_KEY):
+        endpoint = serving_state(app).metrics_endpoint  # features.metrics (Prometheus)
+        return None if endpoint is None else endpoint(app, scope)
     else:
         return None
     data = json.dumps(body).encode()

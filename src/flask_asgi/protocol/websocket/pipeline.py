@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 from ...ground import flask_compat
 from ...ground.asgi_types import Receive, Send
 from ...ground.bridge import await_, run_in_greenlet, run_in_worker
+from ...ground.serving_state import serving_state
 from .connection import WebSocket, WebSocketDisconnect, _current
 from .handshake import CROSS_ORIGIN, handshake_environ, refuse, refused_with_response, reject
 from .middleware import through_middleware
@@ -49,6 +50,8 @@ async def handle_websocket(
         max_message=int(config.get("FLASK_ASGI_WEBSOCKET_MAX_MESSAGE") or 0),
         idle_timeout=float(config.get("FLASK_ASGI_WEBSOCKET_IDLE_TIMEOUT") or 0),
     )
+    state = serving_state(app)
+    state.websockets += 1  # open connections, for asgi.stats() (loop thread)
     try:
         if answer is not None:  # a middleware answered in Flask's place
             await refuse(ws, *answer)
@@ -75,6 +78,7 @@ async def handle_websocket(
             # A sync handler holds a worker thread for the whole connection.
             await run_in_worker(executor, run_connection, app, environ, ws)
     finally:
+        state.websockets -= 1
         await ws._finish()
         if ws.rejected_status is not None and ws.http_response_supported:
             refused_with_response()  # in this task's Context: see handshake._DenialLogFilter
