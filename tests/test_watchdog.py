@@ -199,3 +199,43 @@ def test_a_failed_startup_stops_the_watchdog(app: Flask, asgi: flask_asgi.ASGI) 
     assert wait_for(lambda: "flask-asgi-watchdog" not in {t.name for t in threading.enumerate()})
     assert serving_state(app).heartbeat == 0
     assert not serving_state(app).ready
+
+
+def test_a_blocking_websocket_handler_and_a_blocking_task_are_named(
+    app: Flask, asgi: flask_asgi.ASGI, live_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import websockets
+
+    caplog.set_level(logging.WARNING, logger="flask_asgi")
+
+    @asgi.websocket("/ws/<room>")
+    async def room(room: str) -> None:
+        await flask_asgi.websocket.accept()
+        blocking_helper()
+        await flask_asgi.websocket.send("done")
+
+    @app.get("/spawn")
+    async def spawn() -> str:
+        async def job() -> None:
+            await asyncio.sleep(0)
+            time.sleep(0.6)  # a task of the app's own, outside any request
+
+        app.extensions["job"] = asyncio.get_running_loop().create_task(job(), name="price-sync")
+        return "spawned"
+
+    base = live_server(asgi)
+
+    async def talk() -> str:
+        async with websockets.connect(base.replace("http", "ws") + "/ws/blue") as ws:
+            return str(await ws.recv())
+
+    assert asyncio.run(talk()) == "done"
+    assert wait_for(lambda: len(watchdog_records(caplog)) >= 2, timeout=5)
+    warning = watchdog_records(caplog)[0]
+    assert "serving WebSocket /ws/blue (endpoint 'room')" in warning
+    assert warning.splitlines()[-1].strip() == f"blocking_helper at {__file__}:{HELPER_LINE}"
+    assert httpx.get(base + "/spawn", timeout=10).text == "spawned"
+    assert wait_for(lambda: len(watchdog_records(caplog)) >= 4, timeout=5)
+    task_warning = watchdog_records(caplog)[2]
+    assert "(stall 2) in task 'price-sync'; application frames" in task_warning
+    assert task_warning.splitlines()[-1].strip().startswith(f"job at {__file__}:")

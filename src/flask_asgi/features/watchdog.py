@@ -164,7 +164,7 @@ class Watchdog:
                 "flask-asgi: stall %d ended: the event loop did not come round for %.2f s%s",
                 self.state.stalls,
                 gap,
-                f", serving {stall['request']}" if stall["request"] else "",
+                f",{_serving(stall['request'])}" if stall["request"] else "",
             )
 
     def _report(self, stall: dict[str, Any]) -> None:
@@ -184,7 +184,7 @@ class Watchdog:
             "flask-asgi: the event loop has been blocked for %.2f s (stall %d)%s; %s%s%s",
             stall["so_far"],
             self.state.stalls + 1,
-            f" serving {stall['request']}" if stall["request"] else "",
+            _serving(stall["request"]),
             "application frames, blocking call last:"
             if stall["frames"]
             else "no application frame",
@@ -209,7 +209,7 @@ class Watchdog:
         frames.reverse()  # outermost first
         request = ""
         for frame in frames:
-            if frame.f_code.co_name == "wsgi_app":
+            if frame.f_code.co_name in _REQUEST_FRAMES:
                 request = _request_of(frame) or request
         if not request:
             request = _task_of(self.loop)
@@ -244,6 +244,17 @@ class Watchdog:
         }
 
 
+#: Frames whose ``environ`` and ``ctx`` locals say which request is being served: Flask's
+#: ``wsgi_app`` and its WebSocket counterpart in protocol/websocket/pipeline.py.
+_REQUEST_FRAMES = frozenset({"wsgi_app", "run_connection"})
+
+
+def _serving(request: str) -> str:
+    if not request:
+        return ""
+    return f" in {request}" if request.startswith("task ") else f" serving {request}"
+
+
 def _request_of(frame: FrameType) -> str:
     """``GET /path (endpoint 'name')`` from the locals of Flask's ``wsgi_app`` frame."""
     try:
@@ -252,7 +263,9 @@ def _request_of(frame: FrameType) -> str:
         if not isinstance(environ, dict):
             return ""
         path = f"{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}"
-        text = f"{environ.get('REQUEST_METHOD', '')} {path}"
+        scope = environ.get("asgi.scope")
+        websocket = isinstance(scope, dict) and scope.get("type") == "websocket"
+        text = f"{'WebSocket' if websocket else environ.get('REQUEST_METHOD', '')} {path}"
         try:
             rule = local["ctx"].request.url_rule
         except Exception:
