@@ -395,3 +395,29 @@ def test_exception_while_streaming_reaches_test_client(app: Flask, client: Any) 
     assert response.status_code == 200
     with pytest.raises(RuntimeError, match="mid-stream in test client"):
         response.get_data()
+
+
+@pytest.mark.parametrize("forwarded", ["ws", "wss"])
+def test_websocket_scheme_on_http_request_is_http(live_server: Any, forwarded: str) -> None:
+    """uvicorn takes X-Forwarded-Proto from 127.0.0.1 as sent: ws/wss must not make a plain
+    HTTP request match a WebSocket route (400, the handler never runs), and ordinary routes
+    answer normally with the matching http/https scheme."""
+    app = Flask(__name__)
+    asgi = flask_asgi.ASGI(app)
+    ran: list[str] = []
+
+    @asgi.websocket("/ws")
+    async def socket_handler(ws: Any) -> None:
+        ran.append("handler")
+
+    @app.get("/scheme")
+    def scheme() -> str:
+        return request.scheme
+
+    base = live_server(asgi)
+    headers = {"X-Forwarded-Proto": forwarded}
+    assert httpx.get(base + "/ws", headers=headers).status_code == 400
+    response = httpx.get(base + "/scheme", headers=headers)
+    assert response.status_code == 200
+    assert response.text == {"ws": "http", "wss": "https"}[forwarded]
+    assert ran == []

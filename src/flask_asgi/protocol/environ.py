@@ -47,6 +47,9 @@ _CONSTANT: dict[str, Any] = {
 }
 
 
+_HTTP_SCHEMES = {"ws": "http", "wss": "https"}
+
+
 def _wsgi_str(text: str) -> str:
     """An ASGI (unicode) path as a WSGI string: its UTF-8 bytes read as latin-1."""
     return text if text.isascii() else text.encode("utf-8", "surrogateescape").decode("latin-1")
@@ -70,7 +73,10 @@ def build_environ(scope: dict[str, Any], receive: Receive) -> dict[str, Any]:
     environ["SERVER_NAME"] = server[0]
     environ["SERVER_PORT"] = "80" if server[1] is None else str(server[1])
     environ["SERVER_PROTOCOL"] = "HTTP/" + scope.get("http_version", "1.1")
-    environ["wsgi.url_scheme"] = scope.get("scheme", "http")
+    # An http scope's scheme is http or https: a ws/wss one (uvicorn takes X-Forwarded-Proto
+    # from 127.0.0.1 as it comes) would make Werkzeug match WebSocket rules for plain HTTP.
+    scheme = scope.get("scheme", "http")
+    environ["wsgi.url_scheme"] = _HTTP_SCHEMES.get(scheme, scheme)
     environ["asgi.scope"] = scope
     client = scope.get("client")
     if client:
