@@ -23,6 +23,13 @@ _BUILTIN: dict[str, Any] = {
     # Seconds a WebSocket may go without a message either way before the server closes it
     # with 1001. 0: never.
     "FLASK_ASGI_WEBSOCKET_IDLE_TIMEOUT": 0.0,
+    # A sync endpoint's body is received on the loop, up to this many bytes, before the
+    # request takes a worker thread (never past MAX_CONTENT_LENGTH); the rest streams to the
+    # thread through a read-ahead buffer of this size.
+    "FLASK_ASGI_BODY_PREREAD": 1024 * 1024,
+    # Seconds, in all, a request may keep the server waiting for its body's bytes; then 408
+    # (or the read raises BodyTimeout) and the connection closes. 0: no limit.
+    "FLASK_ASGI_BODY_TIMEOUT": 60.0,
     # asgi.broadcast's backend: "" (or "memory://") for in-process, "redis://host:port/db"
     # (also rediss://, unix://) to reach every process that uses the same Redis.
     "FLASK_ASGI_BROADCAST_URL": "",

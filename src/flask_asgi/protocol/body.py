@@ -1,20 +1,44 @@
 """The request body: ASGI ``http.request`` messages exposed as WSGI's ``wsgi.input``.
 
-Nothing is received before the app reads: Werkzeug enforces ``MAX_CONTENT_LENGTH`` (413)
-from the Content-Length header, or while reading a chunked body, so an oversized upload is
-refused before it is buffered. Reads pull messages through :func:`~flask_asgi.ground.bridge.await_`,
-which works both in a request greenlet and in a worker thread.
+For an async endpoint nothing is received before the app reads; a sync endpoint's body is
+received on the loop (:mod:`.body_feed`), at most ``FLASK_ASGI_BODY_PREREAD`` bytes ahead of
+the app. Werkzeug enforces ``MAX_CONTENT_LENGTH`` (413) from the Content-Length header, or
+while reading a chunked body, so an oversized upload is refused before it is buffered.
+Waiting for the client's bytes is limited to ``FLASK_ASGI_BODY_TIMEOUT`` seconds in all
+(:class:`BodyTimeout`, a 408).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from flask import has_request_context, request
-from werkzeug.exceptions import BadRequest, ClientDisconnected, RequestEntityTooLarge
+from werkzeug.exceptions import (
+    BadRequest,
+    ClientDisconnected,
+    RequestEntityTooLarge,
+    RequestTimeout,
+)
 
 from ..ground.asgi_types import Receive
 from ..ground.bridge import await_
+
+logger = logging.getLogger("flask_asgi")
+
+
+class BodyTimeout(RequestTimeout):
+    """The client did not send its whole body within ``FLASK_ASGI_BODY_TIMEOUT`` (408)."""
+
+    description = "The client did not send the request body in time."
+
+
+class MessageSource(Protocol):
+    """Where body messages come from when not from ``receive`` (a :class:`BodyFeed`)."""
+
+    def next_message(self) -> dict[str, Any]: ...
 
 
 class RequestBody:
@@ -29,12 +53,18 @@ class RequestBody:
         "complete",
         "disconnected",
         "on_complete",
+        "time_left",
+        "timed_out",
+        "feed",
+        "label",
+        "content_length",
     )
 
     def __init__(self, receive: Receive, content_length: int | None, complete: bool) -> None:
         self._receive = receive
         #: Bytes still allowed by Content-Length (None when the body is chunked).
         self._remaining = content_length
+        self.content_length = content_length
         self._received = 0
         self._limit: int | None | bool = False  # False: not looked up yet
         self._buffer = b""
@@ -43,10 +73,46 @@ class RequestBody:
         #: True once the last body message has been received (or there is no body).
         self.complete = complete
         self.disconnected = False
+        #: Seconds the client may still keep us waiting for body bytes (None: no limit).
+        self.time_left: float | None = None
+        self.timed_out = False
+        #: Set for a sync endpoint: the messages come from the loop through it.
+        self.feed: MessageSource | None = None
+        self.label = ""  # "METHOD /path", for the timeout's log line
+
+    async def receive_in_time(self) -> dict[str, Any]:
+        """``receive()``, on the loop, within what is left of the body timeout.
+
+        Only the time spent waiting for the client counts, not the app's own pace, so a
+        view that reads late is not punished for it.
+        """
+        budget = self.time_left
+        if budget is None:
+            return await self._receive()
+        if self.timed_out:
+            raise BodyTimeout()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            async with asyncio.timeout(budget):
+                return await self._receive()
+        except TimeoutError:
+            self.timed_out = True
+            logger.warning(
+                "request body not received within FLASK_ASGI_BODY_TIMEOUT, giving up on it"
+                " (408, connection closed): %s",
+                self.label,
+            )
+            raise BodyTimeout() from None
+        finally:
+            self.time_left = max(budget - (loop.time() - start), 0.0)
 
     def _pull(self) -> None:
         """Receive one more message into the buffer."""
-        message = await_(self._receive())
+        if self.feed is not None:
+            message = self.feed.next_message()
+        else:
+            message = await_(self.receive_in_time())
         kind = message["type"]
         if kind == "http.disconnect":
             self.complete = True

@@ -18,10 +18,16 @@ from flask import Flask
 
 from ..ground.asgi_types import Receive, Send
 from ..ground.bridge import await_, run_in_greenlet, run_in_worker
-from ..ground.serving_state import serving_state
-from .body import RequestBody
+from .body import BodyTimeout, RequestBody
+from .body_feed import BodyFeed, preread
 from .dispatch import EndpointClassifier
 from .environ import build_environ
+from .refusal import refuse
+
+#: Answered when the client gave up on its body, so the connection is not reused.
+CLOSE = (b"connection", b"close")
+#: The read-ahead buffer of a sync endpoint holds at least this much.
+_MIN_READ_AHEAD = 64 * 1024
 
 
 class Exchange:
@@ -58,16 +64,14 @@ class Exchange:
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
     ) -> Callable[[bytes], None]:
-        if self.started:
-            if exc_info is not None:
-                raise exc_info[1].with_traceback(exc_info[2])
-            # WSGI makes this an error; Werkzeug's debugger relies on it to log an exception
-            # raised mid-stream instead of appending its HTML page to the stream.
-            raise RuntimeError("start_response() called again after the headers were sent")
+        if exc_info is not None and self.started:
+            raise exc_info[1].with_traceback(exc_info[2])
         self.status = int(status[:3])
         self.headers = [
             (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers
         ]
+        if self.body.timed_out:  # the rest of the body may still be arriving: do not reuse
+            self.headers.append(CLOSE)
         return self._write
 
     def _write(self, data: bytes) -> None:
@@ -188,16 +192,17 @@ async def handle_http(
     """The ASGI entry point for ``http`` scopes."""
     environ = build_environ(scope, receive)
     # Read per request, as Flask reads its own settings (MAX_CONTENT_LENGTH...).
-    buffer_limit: int = app.config["FLASK_ASGI_RESPONSE_BUFFER"]
-    exchange = Exchange(send, receive, environ["wsgi.input"])
-    state = serving_state(app)  # in-flight counts (plain ints: this is the loop thread)
-    is_async = classifier.is_async(environ)
-    if is_async:
-        state.async_requests += 1
-    else:
-        state.sync_requests += 1
+    config = app.config
+    buffer_limit: int = config["FLASK_ASGI_RESPONSE_BUFFER"]
+    body: RequestBody = environ["wsgi.input"]
+    if not body.complete:
+        timeout = float(config["FLASK_ASGI_BODY_TIMEOUT"])
+        body.time_left = timeout if timeout > 0 else None
+        body.label = f"{scope['method']} {scope['path']}"
+    exchange = Exchange(send, receive, body)
+    feed: BodyFeed | None = None
     try:
-        if is_async:
+        if classifier.is_async(environ):
             task = exchange.task = asyncio.current_task()
             try:
                 messages = await run_in_greenlet(
@@ -213,6 +218,11 @@ async def handle_http(
                     return  # the client left: the view saw CancelledError, teardown ran
                 raise
         else:
+            if not body.complete:
+                feed = await _feed_body(app, body)
+                if feed is None:
+                    await refuse(send, BodyTimeout(), [CLOSE])
+                    return
             # A sync view cannot be cancelled; a disconnect only stops its streaming.
             messages = await run_in_worker(
                 executor, respond, app.wsgi_app, environ, exchange, buffer_limit
@@ -222,11 +232,27 @@ async def handle_http(
             await send(messages[0])
             await send(messages[1])
     finally:
-        if is_async:
-            state.async_requests -= 1
-        else:
-            state.sync_requests -= 1
+        if feed is not None:
+            feed.close()
         if exchange.watch_timer is not None:
             exchange.watch_timer.cancel()
         if exchange.watcher is not None:
             exchange.watcher.cancel()
+
+
+async def _feed_body(app: Flask, body: RequestBody) -> BodyFeed | None:
+    """Receive a sync endpoint's body on the loop before it takes a worker thread: up to
+    ``FLASK_ASGI_BODY_PREREAD`` bytes (never past ``MAX_CONTENT_LENGTH``), the rest through a
+    read-ahead buffer. None: the body timed out before the app could run (408)."""
+    limit = int(app.config["FLASK_ASGI_BODY_PREREAD"])
+    max_length = app.config.get("MAX_CONTENT_LENGTH")
+    if max_length is not None:
+        limit = min(limit, int(max_length))
+        declared = body.content_length
+        if declared is not None and declared > max_length:
+            limit = 0  # Werkzeug answers 413 from the header alone: receive nothing first
+    messages = await preread(body, limit)
+    if messages is None:
+        return None
+    feed = body.feed = BodyFeed(body, messages, max(limit, _MIN_READ_AHEAD), eager=limit > 0)
+    return feed

@@ -1,0 +1,244 @@
+"""Production limits: slow bodies never hold a worker thread, and time out (408)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+from flask import Flask, request
+from helpers import http_scope
+
+from flask_asgi import ASGI
+from flask_asgi.protocol.body import BodyTimeout
+
+TIMEOUT_LOG = "FLASK_ASGI_BODY_TIMEOUT"
+
+
+class Client:
+    """An ASGI client that hands the app body messages at its own pace and counts them."""
+
+    def __init__(self, chunks: list[bytes], stall: bool = False, delay: float = 0.0) -> None:
+        self.chunks = list(chunks)
+        self.stall = stall  # after the chunks: never send the rest (a client gone quiet)
+        self.delay = delay
+        self.given = 0  # body bytes handed to the app so far
+        self.sent: list[dict[str, Any]] = []
+
+    async def receive(self) -> dict[str, Any]:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.chunks:
+            chunk = self.chunks.pop(0)
+            self.given += len(chunk)
+            more = bool(self.chunks) or self.stall
+            return {"type": "http.request", "body": chunk, "more_body": more}
+        if self.stall:
+            await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    async def call(self, asgi: ASGI, path: str, length: int) -> int:
+        headers = [(b"host", b"test"), (b"content-length", str(length).encode())]
+        await asgi(http_scope(path, "POST", headers), self.receive, self.send)
+        return int(self.sent[0]["status"])
+
+    def header(self, name: bytes) -> bytes | None:
+        return dict(self.sent[0]["headers"]).get(name)
+
+
+def upload_app(**config: Any) -> tuple[ASGI, list[Any]]:
+    app = Flask(__name__)
+    app.config.update(config)
+    seen: list[Any] = []
+
+    def read() -> str:
+        try:
+            data = request.get_data()
+        except Exception as error:
+            seen.append(type(error).__name__)
+            raise
+        seen.append(len(data))
+        return str(len(data))
+
+    @app.post("/sync")
+    def sync_upload() -> str:
+        return read()
+
+    @app.post("/async")
+    async def async_upload() -> str:
+        return read()
+
+    return ASGI(app), seen
+
+
+async def test_sync_view_starts_only_once_its_body_is_in() -> None:
+    """The body is received on the loop first: when the sync view runs, every byte of a
+    small body has already been taken from the client (no receive from the thread)."""
+    asgi, _ = upload_app()
+    app = asgi.app
+    at_start: list[int] = []
+    client = Client([b"x" * 1000] * 10, delay=0.01)
+
+    @app.post("/count")
+    def count() -> str:
+        at_start.append(client.given)
+        return str(len(request.get_data()))
+
+    assert await client.call(asgi, "/count", 10_000) == 200
+    assert at_start == [10_000]
+    assert client.sent[1]["body"] == b"10000"
+
+
+async def test_large_sync_body_streams_through_a_bounded_read_ahead() -> None:
+    """Past FLASK_ASGI_BODY_PREREAD the body streams to the thread, and the loop is never
+    more than the read-ahead buffer (plus one message) ahead of what the view has read."""
+    preread = 64 * 1024
+    asgi, _ = upload_app(FLASK_ASGI_BODY_PREREAD=preread)
+    chunk = 16 * 1024
+    client = Client([b"y" * chunk] * 64)  # 1 MiB
+    ahead: list[int] = []
+
+    @asgi.app.post("/stream")
+    def stream() -> str:
+        stream, total = request.stream, 0
+        while data := stream.read(chunk):
+            total += len(data)
+            ahead.append(client.given - total)
+            time.sleep(0.002)  # a slow app: the buffer fills up
+        return str(total)
+
+    assert await client.call(asgi, "/stream", 64 * chunk) == 200
+    assert client.sent[1]["body"] == str(64 * chunk).encode()
+    assert len(ahead) == 64
+    assert max(ahead) <= preread + chunk
+    assert max(ahead) >= preread - chunk  # it did read ahead
+
+
+@pytest.mark.parametrize("path", ["/sync", "/async"])
+async def test_body_timeout_is_408_and_closes(path: str, caplog: pytest.LogCaptureFixture) -> None:
+    asgi, seen = upload_app(FLASK_ASGI_BODY_TIMEOUT=0.3)
+    client = Client([b"x" * 10], stall=True)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, "flask_asgi"):
+        assert await client.call(asgi, path, 100) == 408
+    assert 0.25 < time.monotonic() - started < 5
+    assert client.header(b"connection") == b"close"
+    # A sync view never ran (its thread was never taken); an async one saw the error.
+    assert seen == ([] if path == "/sync" else ["BodyTimeout"])
+    assert [r for r in caplog.records if TIMEOUT_LOG in r.getMessage()].__len__() == 1
+
+
+async def test_body_timeout_while_a_sync_view_streams_the_body_in() -> None:
+    """A body larger than the preread times out in the middle: the sync view sees
+    BodyTimeout at its read (Flask answers 408) and the connection closes."""
+    asgi, seen = upload_app(FLASK_ASGI_BODY_TIMEOUT=0.3, FLASK_ASGI_BODY_PREREAD=1000)
+    client = Client([b"x" * 1000] * 3, stall=True)
+    assert await client.call(asgi, "/sync", 10_000) == 408
+    assert seen == ["BodyTimeout"]
+    assert client.header(b"connection") == b"close"
+
+
+async def test_body_timeout_counts_only_waiting_for_the_client() -> None:
+    """An async view that reads late is not punished: the budget is spent only while the
+    server waits for the client's bytes."""
+    asgi, seen = upload_app(FLASK_ASGI_BODY_TIMEOUT=0.2)
+
+    @asgi.app.post("/late")
+    async def late() -> str:
+        await asyncio.sleep(0.4)
+        return str(len(request.get_data()))
+
+    client = Client([b"z" * 100] * 3)
+    assert await client.call(asgi, "/late", 300) == 200
+    assert client.sent[1]["body"] == b"300"
+
+
+def test_body_timeout_is_a_408_http_exception() -> None:
+    assert BodyTimeout.code == 408
+
+
+def _worker_threads() -> int:
+    return sum(t.name.startswith("flask-asgi-worker") for t in threading.enumerate())
+
+
+def test_slow_bodies_do_not_starve_sync_endpoints(live_server: Any) -> None:
+    """60 clients dribble their bodies at 1 B/s to a sync endpoint served by 4 threads:
+    sync and async endpoints keep answering at once, no thread is taken by a dribbler,
+    and every dribbler gets its 408 (one log line each) once its timeout is spent."""
+    app = Flask(__name__)
+    app.config.update(FLASK_ASGI_THREADS=4, FLASK_ASGI_BODY_TIMEOUT=4.0)
+    asgi = ASGI(app)
+    uploads: list[int] = []
+
+    @app.post("/upload")
+    def upload() -> str:
+        uploads.append(len(request.get_data()))
+        return "ok"
+
+    @app.get("/sync-ping")
+    def sync_ping() -> str:
+        return "sync"
+
+    @app.get("/async-ping")
+    async def async_ping() -> str:
+        return "async"
+
+    base = live_server(asgi)
+    port = int(base.rsplit(":", 1)[1])
+    threads_before = _worker_threads()
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("flask_asgi").addHandler(handler)
+    dribblers = []
+    try:
+        for _ in range(60):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nx")
+            dribblers.append(sock)
+        stop = threading.Event()
+
+        def dribble() -> None:
+            while not stop.wait(1.0):
+                for sock in dribblers:
+                    try:
+                        sock.send(b"x")
+                    except OSError:
+                        pass
+
+        sender = threading.Thread(target=dribble, daemon=True)
+        sender.start()
+        time.sleep(0.5)
+        latencies = []
+        with httpx.Client(base_url=base, timeout=10) as client:
+            for _ in range(5):
+                for path in ("/sync-ping", "/async-ping"):
+                    started = time.monotonic()
+                    assert client.get(path).status_code == 200
+                    latencies.append(time.monotonic() - started)
+        assert max(latencies) < 1.5, latencies  # answered while the 4 s body timeout runs
+        assert _worker_threads() - threads_before <= 4
+        statuses = []
+        for sock in dribblers:
+            sock.settimeout(15)
+            data = b""
+            while chunk := sock.recv(65536):  # b"": the server closed the connection
+                data += chunk
+            statuses.append(data.split(b" ", 2)[1])
+        stop.set()
+        sender.join(5)
+    finally:
+        logging.getLogger("flask_asgi").removeHandler(handler)
+        for sock in dribblers:
+            sock.close()
+    assert statuses == [b"408"] * 60
+    assert uploads == []  # the view never ran for a body that never came
+    assert sum(TIMEOUT_LOG in r.getMessage() for r in records) == 60
