@@ -15,6 +15,8 @@ from flask import Flask, request
 from helpers import http_scope
 
 from flask_asgi import ASGI
+from flask_asgi.ground.config import DEFAULTS
+from flask_asgi.ground.counters import counters
 from flask_asgi.protocol.body import BodyTimeout
 
 TIMEOUT_LOG = "FLASK_ASGI_BODY_TIMEOUT"
@@ -127,13 +129,15 @@ async def test_body_timeout_is_408_and_closes(path: str, caplog: pytest.LogCaptu
     asgi, seen = upload_app(FLASK_ASGI_BODY_TIMEOUT=0.3)
     client = Client([b"x" * 10], stall=True)
     started = time.monotonic()
+    timeouts = counters.body_timeouts_total
     with caplog.at_level(logging.WARNING, "flask_asgi"):
         assert await client.call(asgi, path, 100) == 408
+    assert counters.body_timeouts_total - timeouts == 1
     assert 0.25 < time.monotonic() - started < 5
     assert client.header(b"connection") == b"close"
     # A sync view never ran (its thread was never taken); an async one saw the error.
     assert seen == ([] if path == "/sync" else ["BodyTimeout"])
-    assert [r for r in caplog.records if TIMEOUT_LOG in r.getMessage()].__len__() == 1
+    assert sum(TIMEOUT_LOG in r.getMessage() for r in caplog.records) == 1
 
 
 async def test_body_timeout_while_a_sync_view_streams_the_body_in() -> None:
@@ -226,6 +230,8 @@ def test_slow_bodies_do_not_starve_sync_endpoints(live_server: Any) -> None:
                     latencies.append(time.monotonic() - started)
         assert max(latencies) < 1.5, latencies  # answered while the 4 s body timeout runs
         assert _worker_threads() - threads_before <= 4
+        stop.set()  # quiet from now on (bytes sent after the server closes would reset it)
+        sender.join(5)
         statuses = []
         for sock in dribblers:
             sock.settimeout(15)
@@ -233,8 +239,6 @@ def test_slow_bodies_do_not_starve_sync_endpoints(live_server: Any) -> None:
             while chunk := sock.recv(65536):  # b"": the server closed the connection
                 data += chunk
             statuses.append(data.split(b" ", 2)[1])
-        stop.set()
-        sender.join(5)
     finally:
         logging.getLogger("flask_asgi").removeHandler(handler)
         for sock in dribblers:
@@ -242,3 +246,98 @@ def test_slow_bodies_do_not_starve_sync_endpoints(live_server: Any) -> None:
     assert statuses == [b"408"] * 60
     assert uploads == []  # the view never ran for a body that never came
     assert sum(TIMEOUT_LOG in r.getMessage() for r in records) == 60
+
+
+# -- overload: 503 with Retry-After before the app runs, counted ---------------------------
+
+
+async def _get(asgi: ASGI, path: str) -> tuple[int, dict[bytes, bytes]]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(3600)  # no body; the client stays
+        raise AssertionError
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await asgi(http_scope(path), receive, send)
+    return int(sent[0]["status"]), dict(sent[0]["headers"])
+
+
+async def _until(predicate: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_max_waiting_refuses_sync_requests_past_the_queue() -> None:
+    """3 threads busy, 5 requests may wait: of 14 more, 5 wait and 9 get 503 + Retry-After
+    without the app seeing them; the 8 admitted all complete."""
+    app = Flask(__name__)
+    app.config.update(FLASK_ASGI_THREADS=3, FLASK_ASGI_MAX_WAITING=5)
+    asgi = ASGI(app)
+    release = threading.Event()
+    entered: list[int] = []
+    seen_by_app: list[int] = []
+    app.before_request(lambda: seen_by_app.append(1))
+
+    @app.get("/block")
+    def block() -> str:
+        entered.append(1)
+        release.wait(30)
+        return "done"
+
+    before = counters.snapshot()
+    first = [asyncio.ensure_future(_get(asgi, "/block")) for _ in range(3)]
+    await _until(lambda: len(entered) == 3)
+    more = [asyncio.ensure_future(_get(asgi, "/block")) for _ in range(14)]
+    await _until(lambda: sum(task.done() for task in more) == 9)
+    assert counters.waiting - before["waiting"] == 5
+    release.set()
+    results = await asyncio.gather(*first, *more)
+    statuses = [status for status, _ in results]
+    assert statuses.count(200) == 8 and statuses.count(503) == 9
+    assert all(headers[b"retry-after"] == b"1" for status, headers in results if status == 503)
+    assert len(entered) == len(seen_by_app) == 8
+    after = counters.snapshot()
+    assert after["refused_max_waiting_total"] - before["refused_max_waiting_total"] == 9
+    assert after["waiting"] == before["waiting"]
+
+
+async def test_max_requests_caps_requests_in_flight() -> None:
+    """FLASK_ASGI_MAX_REQUESTS=4: with 4 async requests in flight, 3 more get 503 with
+    Retry-After and never reach the app; the gauge returns to where it was."""
+    app = Flask(__name__)
+    app.config["FLASK_ASGI_MAX_REQUESTS"] = 4
+    asgi = ASGI(app)
+    release = asyncio.Event()
+    entered: list[int] = []
+
+    @app.get("/wait")
+    async def wait() -> str:
+        entered.append(1)
+        await release.wait()
+        return "done"
+
+    before = counters.snapshot()
+    first = [asyncio.ensure_future(_get(asgi, "/wait")) for _ in range(4)]
+    await _until(lambda: len(entered) == 4)
+    assert counters.in_flight - before["in_flight"] == 4
+    refused = await asyncio.gather(*(_get(asgi, "/wait") for _ in range(3)))
+    assert [status for status, _ in refused] == [503] * 3
+    assert all(headers[b"retry-after"] == b"1" for _, headers in refused)
+    release.set()
+    assert [status for status, _ in await asyncio.gather(*first)] == [200] * 4
+    assert len(entered) == 4
+    after = counters.snapshot()
+    assert after["refused_max_requests_total"] - before["refused_max_requests_total"] == 3
+    assert after["in_flight"] == before["in_flight"]
+
+
+def test_limits_are_off_or_bounded_by_default() -> None:
+    assert DEFAULTS["FLASK_ASGI_MAX_REQUESTS"] == 0
+    assert DEFAULTS["FLASK_ASGI_MAX_WAITING"] == 200
+    assert DEFAULTS["FLASK_ASGI_BODY_TIMEOUT"] == 60.0
+    assert DEFAULTS["FLASK_ASGI_BODY_PREREAD"] == 1024 * 1024

@@ -30,6 +30,12 @@ _BUILTIN: dict[str, Any] = {
     # Seconds, in all, a request may keep the server waiting for its body's bytes; then 408
     # (or the read raises BodyTimeout) and the connection closes. 0: no limit.
     "FLASK_ASGI_BODY_TIMEOUT": 60.0,
+    # Sync HTTP requests that may wait for a worker thread at once (per process); one more
+    # is answered 503 with Retry-After before the app runs. 0: no cap. See configuration.md.
+    "FLASK_ASGI_MAX_WAITING": 200,
+    # HTTP requests in flight at once (per process, streams included); one more is answered
+    # 503 with Retry-After before the app runs. 0: no cap.
+    "FLASK_ASGI_MAX_REQUESTS": 0,
     # asgi.broadcast's backend: "" (or "memory://") for in-process, "redis://host:port/db"
     # (also rediss://, unix://) to reach every process that uses the same Redis.
     "FLASK_ASGI_BROADCAST_URL": "",

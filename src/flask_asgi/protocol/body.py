@@ -25,6 +25,7 @@ from werkzeug.exceptions import (
 
 from ..ground.asgi_types import Receive
 from ..ground.bridge import await_
+from ..ground.counters import counters
 
 logger = logging.getLogger("flask_asgi")
 
@@ -39,6 +40,8 @@ class MessageSource(Protocol):
     """Where body messages come from when not from ``receive`` (a :class:`BodyFeed`)."""
 
     def next_message(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
 
 
 class RequestBody:
@@ -98,6 +101,7 @@ class RequestBody:
                 return await self._receive()
         except TimeoutError:
             self.timed_out = True
+            counters.add("body_timeouts_total")
             logger.warning(
                 "request body not received within FLASK_ASGI_BODY_TIMEOUT, giving up on it"
                 " (408, connection closed): %s",

@@ -15,9 +15,11 @@ from concurrent.futures import Executor
 from typing import Any
 
 from flask import Flask
+from werkzeug.exceptions import ServiceUnavailable
 
 from ..ground.asgi_types import Receive, Send
 from ..ground.bridge import await_, run_in_greenlet, run_in_worker
+from ..ground.counters import WaitingTicket, counters
 from .body import BodyTimeout, RequestBody
 from .body_feed import BodyFeed, preread
 from .dispatch import EndpointClassifier
@@ -26,6 +28,8 @@ from .refusal import refuse
 
 #: Answered when the client gave up on its body, so the connection is not reused.
 CLOSE = (b"connection", b"close")
+#: With a 503 for overload: the client may try again in a second.
+RETRY_AFTER = (b"retry-after", b"1")
 #: The read-ahead buffer of a sync endpoint holds at least this much.
 _MIN_READ_AHEAD = 64 * 1024
 
@@ -190,6 +194,26 @@ async def handle_http(
     send: Send,
 ) -> None:
     """The ASGI entry point for ``http`` scopes."""
+    max_requests: int = app.config["FLASK_ASGI_MAX_REQUESTS"]
+    if counters.add("in_flight") > max_requests > 0:
+        counters.add("in_flight", -1)
+        counters.add("refused_max_requests_total")
+        await refuse(send, ServiceUnavailable(), [RETRY_AFTER])
+        return
+    try:
+        await _handle(app, classifier, executor, scope, receive, send)
+    finally:
+        counters.add("in_flight", -1)
+
+
+async def _handle(
+    app: Flask,
+    classifier: EndpointClassifier,
+    executor: Executor,
+    scope: dict[str, Any],
+    receive: Receive,
+    send: Send,
+) -> None:
     environ = build_environ(scope, receive)
     # Read per request, as Flask reads its own settings (MAX_CONTENT_LENGTH...).
     config = app.config
@@ -200,7 +224,6 @@ async def handle_http(
         body.time_left = timeout if timeout > 0 else None
         body.label = f"{scope['method']} {scope['path']}"
     exchange = Exchange(send, receive, body)
-    feed: BodyFeed | None = None
     try:
         if classifier.is_async(environ):
             task = exchange.task = asyncio.current_task()
@@ -218,32 +241,65 @@ async def handle_http(
                     return  # the client left: the view saw CancelledError, teardown ran
                 raise
         else:
-            if not body.complete:
-                feed = await _feed_body(app, body)
-                if feed is None:
-                    await refuse(send, BodyTimeout(), [CLOSE])
-                    return
-            # A sync view cannot be cancelled; a disconnect only stops its streaming.
-            messages = await run_in_worker(
-                executor, respond, app.wsgi_app, environ, exchange, buffer_limit
-            )
+            messages = await _run_sync(app, executor, environ, exchange, buffer_limit)
         if messages is not None:
             exchange.finished = True
             await send(messages[0])
             await send(messages[1])
     finally:
-        if feed is not None:
-            feed.close()
+        if body.feed is not None:
+            body.feed.close()
         if exchange.watch_timer is not None:
             exchange.watch_timer.cancel()
         if exchange.watcher is not None:
             exchange.watcher.cancel()
 
 
-async def _feed_body(app: Flask, body: RequestBody) -> BodyFeed | None:
+async def _run_sync(
+    app: Flask,
+    executor: Executor,
+    environ: dict[str, Any],
+    exchange: Exchange,
+    buffer_limit: int,
+) -> list[dict[str, Any]] | None:
+    """A sync endpoint: its body received on the loop, then the whole request in a worker
+    thread, unless too many wait for one already (503). None: answered or streamed."""
+    max_waiting: int = app.config["FLASK_ASGI_MAX_WAITING"]
+    body, send = exchange.body, exchange.send
+    if 0 < max_waiting <= counters.waiting:  # refuse before receiving the body, too
+        await _refuse_waiting(send)
+        return None
+    if not body.complete and not await _feed_body(app, body):
+        await refuse(send, BodyTimeout(), [CLOSE])
+        return None
+    ticket = WaitingTicket(counters)
+    try:
+        if 0 < max_waiting < counters.waiting:
+            ticket.end()
+            await _refuse_waiting(send)
+            return None
+        # A sync view cannot be cancelled; a disconnect only stops its streaming.
+        return await run_in_worker(
+            executor, _respond_counted, ticket, app.wsgi_app, environ, exchange, buffer_limit
+        )
+    finally:
+        ticket.end()  # never taken by a thread (cancelled): no longer waiting either
+
+
+def _respond_counted(ticket: WaitingTicket, *args: Any) -> list[dict[str, Any]] | None:
+    ticket.end()  # a thread has it: not waiting any more
+    return respond(*args)
+
+
+async def _refuse_waiting(send: Send) -> None:
+    counters.add("refused_max_waiting_total")
+    await refuse(send, ServiceUnavailable(), [RETRY_AFTER])
+
+
+async def _feed_body(app: Flask, body: RequestBody) -> bool:
     """Receive a sync endpoint's body on the loop before it takes a worker thread: up to
     ``FLASK_ASGI_BODY_PREREAD`` bytes (never past ``MAX_CONTENT_LENGTH``), the rest through a
-    read-ahead buffer. None: the body timed out before the app could run (408)."""
+    read-ahead buffer. False: the body timed out before the app could run (408)."""
     limit = int(app.config["FLASK_ASGI_BODY_PREREAD"])
     max_length = app.config.get("MAX_CONTENT_LENGTH")
     if max_length is not None:
@@ -253,6 +309,6 @@ async def _feed_body(app: Flask, body: RequestBody) -> BodyFeed | None:
             limit = 0  # Werkzeug answers 413 from the header alone: receive nothing first
     messages = await preread(body, limit)
     if messages is None:
-        return None
-    feed = body.feed = BodyFeed(body, messages, max(limit, _MIN_READ_AHEAD), eager=limit > 0)
-    return feed
+        return False
+    body.feed = BodyFeed(body, messages, max(limit, _MIN_READ_AHEAD), eager=limit > 0)
+    return True
