@@ -6,6 +6,8 @@ from .features.sse import ServerSentEvent, event_stream, last_event_id
 from .features.streaming import stream
 from .ground.bridge import await_, run_sync
 from .ground.websocket_needs_asgi import WebSocketNeedsASGI
+from .ground.lifecycle import StopSignal
+from .ground.state import stopping
 from .protocol.websocket import WebSocket, WebSocketDisconnect, websocket, websocket_route
 
 __all__ = [
@@ -17,6 +19,8 @@ __all__ = [
     "event_stream",
     "last_event_id",
     "run_sync",
+    "stopping",
+    "StopSignal",
     "stream",
     "WebSocket",
     "WebSocketDisconnect",

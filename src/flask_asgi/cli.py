@@ -18,7 +18,7 @@ from werkzeug.debug import DebuggedApplication
 
 from .extension import ASGI
 from .ground.config import DEFAULTS
-from .server import uvicorn_config
+from .server import graceful_server, uvicorn_config
 
 _APP_ENV = "FLASK_ASGI_CLI_APP"
 _SHUTDOWN_KEY = "FLASK_ASGI_SHUTDOWN_TIMEOUT"
@@ -103,10 +103,12 @@ def serve_command(
         config = info.load_app().config
         timeout_graceful_shutdown = float(config.get(_SHUTDOWN_KEY, DEFAULTS[_SHUTDOWN_KEY]))
     options["timeout_graceful_shutdown"] = timeout_graceful_shutdown
-    server = uvicorn.Server(uvicorn_config(target, host, port, **options))
-    if server.config.should_reload or server.config.workers > 1:
+    server_config = uvicorn_config(target, host, port, **options)
+    if server_config.should_reload or server_config.workers > 1:
         uvicorn.run(target, host=host, port=port, lifespan="on", **options)
         return
-    server.run()
+    # One process: the port is bound before any startup hook, and SIGTERM loses nothing.
+    server, sockets = graceful_server(target, server_config)
+    server.run(sockets=sockets)
     if not server.started:
         raise SystemExit(3)  # uvicorn's code for a failed startup

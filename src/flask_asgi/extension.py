@@ -17,6 +17,7 @@ from .features.broadcast import Broadcast
 from .ground.asgi_types import Receive, Send
 from .ground.bridge import async_to_sync
 from .ground.config import DEFAULTS
+from .ground.lifecycle import Lifecycle, StopSignal
 from .ground.pools import worker_pool
 from .ground.serving_state import serving_state
 from .ground.state import EXTENSION_KEY, ServingHooks, asgi_of
@@ -175,6 +176,17 @@ class ASGI:
         it at shutdown (``async def`` generators too)."""
         self.hooks.while_serving.append(func)
         return func
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """Where serving is: ``phase`` (``"serving"``, ``"draining"``...), ``ready``."""
+        return self.hooks.lifecycle
+
+    @property
+    def stopping(self) -> StopSignal:
+        """Set when the server starts shutting down (``flask_asgi.stopping``, without
+        needing an app context)."""
+        return self.hooks.lifecycle.stopping
 
     # -- running --------------------------------------------------------------------------
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
+
+from .graceful import GracefulServer, bind
 
 if TYPE_CHECKING:
     from .extension import ASGI
@@ -22,11 +25,22 @@ def _shutdown_default(asgi: ASGI, options: dict[str, Any]) -> None:
     options.setdefault("timeout_graceful_shutdown", timeout)
 
 
+def graceful_server(
+    asgi: ASGI, config: uvicorn.Config
+) -> tuple[GracefulServer, list[socket.socket] | None]:
+    """uvicorn for ``asgi``, with its port bound now (a port in use fails before any
+    startup hook runs) and a shutdown that serves every request that reached it."""
+    delay = float(asgi.app.config.get("FLASK_ASGI_DRAIN_DELAY", 0))
+    server = GracefulServer(config, [asgi.lifecycle], drain_delay=delay)
+    sock = bind(config)
+    return server, None if sock is None else [sock]
+
+
 async def serve(asgi: ASGI, host: str, port: int, **options: Any) -> None:
     """Serve until the server is told to stop; to be awaited on a running loop."""
     _shutdown_default(asgi, options)
-    server = uvicorn.Server(uvicorn_config(asgi, host, port, **options))
-    await server.serve()
+    server, sockets = graceful_server(asgi, uvicorn_config(asgi, host, port, **options))
+    await server.serve(sockets=sockets)
     if not server.started:
         raise SystemExit(3)  # uvicorn's code for a failed startup
 
@@ -34,7 +48,7 @@ async def serve(asgi: ASGI, host: str, port: int, **options: Any) -> None:
 def run(asgi: ASGI, host: str, port: int, **options: Any) -> None:
     """Serve, blocking (uvicorn owns the loop and the signal handlers)."""
     _shutdown_default(asgi, options)
-    server = uvicorn.Server(uvicorn_config(asgi, host, port, **options))
-    server.run()
+    server, sockets = graceful_server(asgi, uvicorn_config(asgi, host, port, **options))
+    server.run(sockets=sockets)
     if not server.started:
         raise SystemExit(3)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from typing import Any, TypeVar
 
-from flask import has_request_context, stream_with_context
+from flask import current_app, has_app_context, has_request_context, stream_with_context
 
 from ..ground.bridge import await_
+from ..ground.lifecycle import StopSignal
+from ..ground.state import lifecycle_of
 
 T = TypeVar("T")
 
@@ -17,22 +20,52 @@ async def _anext(iterator: AsyncIterator[T]) -> T:
     return await anext(iterator)
 
 
+async def _anext_until_stopped(iterator: AsyncIterator[T], stop: StopSignal) -> T:
+    """``anext(iterator)``, ended by the stop signal as by a timeout (``TimeoutError``):
+    the iterator sees ``CancelledError`` at its ``await``."""
+    waiting = True
+
+    def expire() -> None:
+        if waiting:
+            scope.reschedule(asyncio.get_running_loop().time())
+
+    async with asyncio.timeout(None) as scope:
+        token = stop.subscribe(expire)
+        try:
+            return await anext(iterator)
+        finally:
+            waiting = False
+            stop.unsubscribe(token)
+
+
 class AsyncIteratorBridge(Iterator[T]):
     """A sync iterator over an async iterable, pulled through ``await_``.
 
     Werkzeug iterates response bodies synchronously; each ``next()`` here awaits the async
     iterator on the loop. ``close()`` closes an async generator, so its ``finally`` runs
-    when the client goes away.
+    when the client goes away, or when the server shuts down (the app's stop signal ends
+    the stream: the generator sees ``CancelledError`` at its current ``await``).
     """
 
     def __init__(self, iterable: AsyncIterable[T]) -> None:
         self._iterator = aiter(iterable)
+        lifecycle = lifecycle_of(current_app) if has_app_context() else None
+        self._stop = lifecycle.stopping if lifecycle is not None else None
 
     def __next__(self) -> T:
+        stop = self._stop
         try:
-            return await_(_anext(self._iterator))
+            if stop is None:
+                return await_(_anext(self._iterator))
+            if stop.is_set():
+                raise StopIteration
+            return await_(_anext_until_stopped(self._iterator, stop))
         except StopAsyncIteration:
             raise StopIteration from None
+        except TimeoutError:
+            if stop is not None and stop.is_set():
+                raise StopIteration from None
+            raise
 
     def close(self) -> None:
         aclose = getattr(self._iterator, "aclose", None)

@@ -10,6 +10,10 @@ import os
 from typing import Any
 
 _BUILTIN: dict[str, Any] = {
+    # On SIGTERM under flask serve / asgi.run / asgi.serve: seconds to go on serving
+    # normally (readiness says "draining") before the shutdown proper, for load balancers
+    # that take a moment to stop sending (Kubernetes preStop).
+    "FLASK_ASGI_DRAIN_DELAY": 0.0,
     # Size of the worker-thread pool that runs sync endpoints and run_sync() calls.
     "FLASK_ASGI_THREADS": 40,
     # Responses with a Content-Length up to this many bytes are sent as one message.

@@ -11,7 +11,10 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from flask import Flask
+from flask import Flask, current_app
+from werkzeug.local import LocalProxy
+
+from .lifecycle import Lifecycle, StopSignal
 
 EXTENSION_KEY = "flask_asgi"
 
@@ -41,6 +44,8 @@ class ServingHooks:
         self.mounts: list[tuple[str, Any]] = []
         #: ASGI middleware around the whole app (``asgi.add_middleware``): ``(cls, options)``.
         self.middleware: list[tuple[Any, dict[str, Any]]] = []
+        #: Where serving is (health checks read it) and the stop signal for long-lived work.
+        self.lifecycle = Lifecycle()
         self.asgi: weakref.ref[Any] | None = None
         #: The class that makes a new ``ASGI`` object for the app when none is alive.
         self.factory: Callable[[Flask], Any] | None = None
@@ -75,3 +80,19 @@ def asgi_of(app: Flask) -> Any:
         raise RuntimeError(f"flask-asgi is not attached to {app!r}: call ASGI(app) first")
     asgi = hooks.asgi() if hooks.asgi is not None else None
     return asgi if asgi is not None else hooks.factory(app)
+
+
+def lifecycle_of(app: Flask) -> Lifecycle | None:
+    hooks = hooks_of(app)
+    return hooks.lifecycle if hooks is not None else None
+
+
+def _current_stop_signal() -> StopSignal:
+    lifecycle = lifecycle_of(current_app._get_current_object())  # type: ignore[attr-defined]
+    if lifecycle is None:
+        raise RuntimeError("flask_asgi.stopping: flask-asgi is not attached to the current app")
+    return lifecycle.stopping
+
+
+#: The current app's stop signal (``flask_asgi.stopping``): needs an app context.
+stopping: StopSignal = LocalProxy(_current_stop_signal)  # type: ignore[assignment]

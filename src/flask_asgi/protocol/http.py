@@ -20,6 +20,8 @@ from werkzeug.exceptions import ServiceUnavailable
 from ..ground.asgi_types import Receive, Send
 from ..ground.bridge import await_, run_in_greenlet, run_in_worker
 from ..ground.counters import WaitingTicket, counters
+from ..ground.lifecycle import Lifecycle
+from ..ground.state import lifecycle_of
 from .body import BodyTimeout, RequestBody
 from .body_feed import BodyFeed, preread
 from .dispatch import EndpointClassifier
@@ -49,9 +51,12 @@ class Exchange:
         "disconnected",
         "watcher",
         "watch_timer",
+        "lifecycle",
     )
 
-    def __init__(self, send: Send, receive: Receive, body: RequestBody) -> None:
+    def __init__(
+        self, send: Send, receive: Receive, body: RequestBody, lifecycle: Lifecycle | None = None
+    ) -> None:
         self.send = send
         self.receive = receive
         self.body = body
@@ -64,6 +69,8 @@ class Exchange:
         self.disconnected = False
         self.watcher: asyncio.Task[None] | None = None
         self.watch_timer: asyncio.TimerHandle | None = None
+        #: Shutting down: responses carry Connection: close (keep-alive ends after them).
+        self.lifecycle = lifecycle
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -74,7 +81,9 @@ class Exchange:
         self.headers = [
             (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers
         ]
-        if self.body.timed_out:  # the rest of the body may still be arriving: do not reuse
+        # A body that timed out may still be arriving; a server shutting down closes
+        # keep-alive connections after their current response.
+        if self.body.timed_out or (self.lifecycle is not None and self.lifecycle.close_connections):
             self.headers.append(CLOSE)
         return self._write
 
@@ -223,7 +232,7 @@ async def _handle(
         timeout = float(config["FLASK_ASGI_BODY_TIMEOUT"])
         body.time_left = timeout if timeout > 0 else None
         body.label = f"{scope['method']} {scope['path']}"
-    exchange = Exchange(send, receive, body)
+    exchange = Exchange(send, receive, body, lifecycle_of(app))
     try:
         if classifier.is_async(environ):
             task = exchange.task = asyncio.current_task()

@@ -45,6 +45,7 @@ async def startup(
     """Run the startup hooks; return the ``while_serving`` generators, paused at their yield.
     Then enter the ``around`` steps (mounted apps) into ``around``."""
     running: Generators = []
+    hooks.lifecycle.phase = "starting"
     for step in hooks.starting:  # flask-asgi's own (the background tasks' loop...)
         step(app)
     for func in hooks.before_serving:
@@ -58,6 +59,7 @@ async def startup(
         running.append(gen)
     for enter in hooks.around:
         await around.enter_async_context(enter(app, state))
+    hooks.lifecycle.started()
     return running
 
 
@@ -65,6 +67,19 @@ async def shutdown(
     app: Flask, hooks: ServingHooks, running: Generators, around: AsyncExitStack
 ) -> None:
     """Resume the ``while_serving`` generators (last first), then run ``after_serving``."""
+    # The stop signal, if the server did not set it earlier (flask serve sets it as soon as
+    # the shutdown starts; another server only sends lifespan.shutdown once connections
+    # have closed).
+    hooks.lifecycle.stop()
+    try:
+        await _shutdown(app, hooks, running, around)
+    finally:
+        hooks.lifecycle.stopped()
+
+
+async def _shutdown(
+    app: Flask, hooks: ServingHooks, running: Generators, around: AsyncExitStack
+) -> None:
     # flask-asgi's own first (the background-task drain...): they may use the resources.
     for stop in hooks.stopping:
         await stop(app)

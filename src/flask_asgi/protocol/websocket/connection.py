@@ -21,6 +21,7 @@ from werkzeug.local import LocalProxy
 from ...ground.asgi_types import Receive, Send
 from ...ground.bridge import await_
 from ...ground.websocket_needs_asgi import WebSocketNeedsASGI, reached_without_connection
+from ...ground.state import lifecycle_of
 
 if TYPE_CHECKING:
     from werkzeug.datastructures import ImmutableMultiDict, MultiDict
@@ -40,7 +41,7 @@ _END = object()  # the inbox's end marker: the connection is closed
 
 class WebSocketDisconnect(Exception):
     """The WebSocket connection is closed: the client left, the server closed it (idle
-    timeout ``1001``, oversized message ``1009``), or the handler itself closed it.
+    timeout or shutdown ``1001``, oversized message ``1009``), or the handler closed it.
 
     ``code`` is the close code (``1005`` when the client sent none, ``1006`` when the
     connection dropped), ``reason`` the close reason.
@@ -108,6 +109,7 @@ class WebSocket:
         self._handler_running = False
         self._handler_waiting = 0  # the handler task is inside receive()/send()
         self._interrupted = False  # we cancelled the handler task because the socket closed
+        self._stop_token: int | None = None
 
     # -- the handshake request ------------------------------------------------------------
 
@@ -247,6 +249,10 @@ class WebSocket:
         self._reader = loop.create_task(self._read(), name="flask-asgi-websocket-reader")
         if self.idle_timeout > 0:
             self._idle_handle = loop.call_later(self.idle_timeout, self._check_idle)
+        lifecycle = lifecycle_of(self.app)
+        if lifecycle is not None:  # the server shuts down: close with 1001 (Going Away)
+            stop = lifecycle.stopping.subscribe(lambda: self._close_soon(1001, "going away"))
+            self._stop_token = stop
 
     async def receive_async(self, timeout: float | None = None) -> Message:
         if self.state == "connecting":
@@ -407,6 +413,9 @@ class WebSocket:
         an accepted connection is closed."""
         if self._idle_handle is not None:
             self._idle_handle.cancel()
+        lifecycle = lifecycle_of(self.app)
+        if self._stop_token is not None and lifecycle is not None:
+            lifecycle.stopping.unsubscribe(self._stop_token)
         if self.state == "open":  # only when the pipeline was interrupted (BaseException)
             self._closed(1011, "", interrupt=False)
             await self._send_close(1011, "")

@@ -1,0 +1,213 @@
+"""SIGTERM under load: does every request sent before the signal get its response?
+
+    python stress/sigterm.py [--rounds 10] [--clients 400] [--load 2] [--server flask|uvicorn]
+
+Each round starts ``flask --app <app> serve`` (``--server uvicorn``: plain ``uvicorn
+--lifespan on``, for comparison) on 127.0.0.1 with 10 ms views (half async, half sync),
+loads it with ``--clients`` connections (three in four keep-alive, one in four a new
+connection per request, which exercises the accept queue), sends SIGTERM after ``--load``
+seconds, and counts, per round, the requests written before the signal that did not get
+their whole response (``lost``). Requests sent after the signal may fail: the server is
+going away. Loopback only; bounded by ``--rounds`` x about (load + 5) seconds.
+Prints one line per round and a summary; ``--json`` prints the rounds as JSON instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+APP = """
+import asyncio, time
+from flask import Flask
+import flask_asgi
+
+app = Flask(__name__)
+asgi = flask_asgi.ASGI(app)
+
+@app.get("/async")
+async def async_view():
+    await asyncio.sleep(0.01)
+    return "async ok"
+
+@app.get("/sync")
+def sync_view():
+    time.sleep(0.01)
+    return "sync ok"
+"""
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Round:
+    ok: int = 0  # whole responses
+    lost: int = 0  # sent before the signal, no whole response
+    failed_after: int = 0  # sent after the signal, no response (expected)
+    closed: int = 0  # responses carrying Connection: close
+    exit_code: int | None = None
+    shutdown_s: float = 0.0  # from the signal to the end of the process
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[bool, bool]:
+    """(whole response read, it said Connection: close)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    close = False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"connection" and value.strip().lower() == b"close":
+            close = True
+    await reader.readexactly(length)
+    return head.startswith(b"HTTP/1.1 200"), close
+
+
+async def _client(
+    port: int, index: int, keep_alive: bool, state: dict[str, float], result: Round
+) -> None:
+    path = b"/async" if index % 2 else b"/sync"
+    request = b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n"
+    request += b"\r\n" if keep_alive else b"Connection: close\r\n\r\n"
+    writer: asyncio.StreamWriter | None = None
+    while True:
+        if writer is None:
+            if "signal" in state:
+                return  # no new connection once the server is going away
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                return  # refused: the server has stopped listening
+        sent_at = time.monotonic()
+        try:
+            writer.write(request)
+            ok, close = await _read_response(reader)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            ok, close = False, True
+        if ok:
+            result.ok += 1
+            result.closed += close
+        elif sent_at < state.get("signal", float("inf")):
+            result.lost += 1
+        else:
+            result.failed_after += 1
+        if close or not keep_alive:
+            writer.close()
+            writer = None
+
+
+async def _load(
+    port: int, clients: int, seconds: float, proc: subprocess.Popen[bytes], state: dict[str, float]
+) -> Round:
+    result = Round()
+    tasks = [
+        asyncio.ensure_future(_client(port, i, keep_alive=i % 4 != 0, state=state, result=result))
+        for i in range(clients)
+    ]
+    await asyncio.sleep(seconds)
+    state["signal"] = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.wait(tasks, timeout=30)
+    return result
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("the server exited before it was ready")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"GET /async HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if sock.recv(12).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the server did not start")
+
+
+def run_round(app_dir: Path, server: str, clients: int, load: float) -> Round:
+    port = free_port()
+    if server == "flask":
+        command = [str(BIN / "flask"), "--app", "stress_app", "serve", "--port", str(port)]
+    else:
+        command = [
+            str(BIN / "uvicorn"),
+            "stress_app:asgi",
+            "--port",
+            str(port),
+            "--lifespan",
+            "on",
+            "--timeout-graceful-shutdown",
+            "10",
+        ]
+    env = dict(os.environ, FLASK_ASGI_SHUTDOWN_TIMEOUT="10")
+    proc = subprocess.Popen(
+        [*command, "--log-level", "warning"],
+        cwd=app_dir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_ready(port, proc)
+        state: dict[str, float] = {}
+        result = asyncio.run(_load(port, clients, load, proc, state))
+        result.exit_code = proc.wait(30)
+        result.shutdown_s = round(time.monotonic() - state["signal"], 2)
+        return result
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--clients", type=int, default=400)
+    parser.add_argument("--load", type=float, default=2.0, help="seconds of load first")
+    parser.add_argument("--server", choices=["flask", "uvicorn"], default="flask")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    rounds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        app_dir = Path(tmp)
+        (app_dir / "stress_app.py").write_text(APP)
+        for number in range(1, args.rounds + 1):
+            result = run_round(app_dir, args.server, args.clients, args.load)
+            rounds.append(result)
+            if not args.json:
+                print(f"round {number}: {asdict(result)}", flush=True)
+    lost = sum(r.lost for r in rounds)
+    if args.json:
+        print(json.dumps([asdict(r) for r in rounds]))
+    else:
+        print(
+            f"{args.server}: {len(rounds)} rounds, {args.clients} clients: "
+            f"{sum(r.ok for r in rounds)} responses, {lost} lost "
+            f"(rounds with a loss: {sum(r.lost > 0 for r in rounds)})"
+        )
+    return 1 if lost else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
