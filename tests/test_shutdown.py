@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import signal
+import socket
 import subprocess
 import textwrap
 import threading
@@ -258,3 +259,243 @@ def test_sigterm_under_load_loses_no_request() -> None:
         assert one["ok"] > 500, rounds  # the server was under load when the signal came
         assert one["closed"] > 0, rounds
         assert one["shutdown_s"] < 15, rounds
+
+
+# -- the stop signal: long-lived work ends before the user's shutdown hooks ----------------
+
+STOPPING_APP = """
+import asyncio
+from pathlib import Path
+
+from flask import Flask
+
+import flask_asgi
+
+MARKERS = Path(__file__).parent / "markers"
+MARKERS.mkdir(exist_ok=True)
+
+app = Flask(__name__)
+app.config["FLASK_ASGI_SHUTDOWN_TIMEOUT"] = 10  # the streams must not need it
+asgi = flask_asgi.ASGI(app)
+
+
+def mark(name, text=""):
+    (MARKERS / name).write_text(text)
+
+
+@asgi.while_serving
+def resource():
+    mark("resource-open")
+    yield
+    mark("resource-closing", ",".join(sorted(p.name for p in MARKERS.iterdir())))
+
+
+async def ticks(name):
+    try:
+        while True:
+            yield "tick"
+            await asyncio.sleep(0.2)
+    finally:
+        mark(name + "-closed", str(flask_asgi.stopping.is_set()))
+
+
+@app.get("/sse")
+async def sse():
+    mark("sse-started")
+    return flask_asgi.event_stream(ticks("sse"), keepalive=None)
+
+
+@app.get("/stream")
+async def stream():
+    mark("stream-started")
+    return app.response_class(flask_asgi.stream(ticks("stream")))
+
+
+@app.get("/sync-wait")
+def sync_wait():
+    mark("sync-wait-started")
+    return "stopped" if flask_asgi.stopping.wait(30) else "timeout"
+
+
+@app.get("/phase")
+def phase():
+    return asgi.lifecycle.phase
+
+
+async def waiter():
+    await asgi.stopping.wait()
+    mark("task-saw-stop")
+
+
+@app.get("/task")
+def task():
+    asgi.add_background_task(waiter)
+    return "ok"
+
+
+@asgi.websocket("/ws")
+async def ws():
+    ws = flask_asgi.websocket
+    await ws.accept()
+    mark("ws-started")
+    try:
+        while True:
+            await ws.receive()
+    except flask_asgi.WebSocketDisconnect as exc:
+        mark("ws-closed", str(exc.code))
+        raise
+"""
+
+
+def _wait_markers(markers: Path, *names: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not all((markers / name).exists() for name in names):
+        assert time.monotonic() < deadline, f"missing {names}"
+        time.sleep(0.02)
+
+
+def test_stop_signal_ends_streams_and_websockets_before_shutdown_hooks(
+    tmp_path: Path, cli_server: Any
+) -> None:
+    """SIGTERM to flask serve: SSE and stream() generators are closed, a sync view waiting
+    on flask_asgi.stopping returns, a background task sees it, the WebSocket handler gets
+    WebSocketDisconnect(1001), all before while_serving's shutdown half runs, and long
+    before the 10 s graceful timeout."""
+    import websockets.sync.client
+
+    (tmp_path / "stopping_app.py").write_text(textwrap.dedent(STOPPING_APP))
+    markers = tmp_path / "markers"
+    server = cli_server("stopping_app.py", cwd=tmp_path)
+    base = server.base_url
+    assert httpx.get(base + "/phase").text == "serving"
+    assert httpx.get(base + "/task").text == "ok"
+    results: dict[str, Any] = {}
+
+    def read(path: str) -> None:
+        try:
+            with httpx.stream("GET", base + path, timeout=30) as response:
+                results[path] = sum(1 for _ in response.iter_bytes())
+        except httpx.HTTPError as exc:
+            results[path] = exc
+
+    def sync_wait() -> None:
+        results["/sync-wait"] = httpx.get(base + "/sync-wait", timeout=30).text
+
+    threads = [threading.Thread(target=read, args=(p,)) for p in ("/sse", "/stream")]
+    threads.append(threading.Thread(target=sync_wait))
+    for thread in threads:
+        thread.start()
+    with websockets.sync.client.connect(base.replace("http", "ws") + "/ws") as client:
+        _wait_markers(markers, "sse-started", "stream-started", "sync-wait-started", "ws-started")
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            client.recv(timeout=10)
+    for thread in threads:
+        thread.join(15)
+    server.proc.wait(15)
+    elapsed = time.monotonic() - started
+    output = server.output()
+
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001, output
+    assert isinstance(results["/sse"], int) and results["/sse"] > 0, results  # ended cleanly
+    assert isinstance(results["/stream"], int) and results["/stream"] > 0, results
+    assert results["/sync-wait"] == "stopped"
+    seen = (markers / "resource-closing").read_text().split(",")
+    for name in ("sse-closed", "stream-closed", "ws-closed", "task-saw-stop"):
+        assert name in seen, (name, seen)  # before while_serving's shutdown half
+    assert (markers / "sse-closed").read_text() == "True"
+    assert (markers / "ws-closed").read_text() == "1001"
+    assert elapsed < 8, output  # the 10 s graceful timeout was not needed
+    assert "timeout graceful shutdown exceeded" not in output
+
+
+def test_drain_delay_keeps_serving_while_draining(
+    tmp_path: Path, cli_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FLASK_ASGI_DRAIN_DELAY=1.5: after SIGTERM the server still accepts and answers new
+    requests normally (no Connection: close) while its lifecycle says "draining"."""
+    monkeypatch.setenv("FLASK_ASGI_DRAIN_DELAY", "1.5")
+    (tmp_path / "stopping_app.py").write_text(textwrap.dedent(STOPPING_APP))
+    server = cli_server("stopping_app.py", cwd=tmp_path)
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    response = httpx.get(server.base_url + "/phase", timeout=5)
+    assert response.text == "draining"
+    assert response.headers.get("connection") != "close"
+    started = time.monotonic()
+    server.proc.wait(15)
+    assert time.monotonic() - started > 0.5  # the delay was kept
+
+
+def test_stop_signal_api_sync_and_async() -> None:
+    signal_ = flask_asgi.StopSignal()
+    assert not signal_.is_set() and signal_.wait(0.05) is False
+    threading.Timer(0.1, signal_.set).start()
+    assert signal_.wait(10) is True
+
+    async def main() -> list[Any]:
+        other = flask_asgi.StopSignal()
+        seen: list[Any] = [await other.wait(0.05)]
+        other.subscribe(lambda: seen.append("called"))
+        threading.Timer(0.1, other.set).start()  # from another thread
+        seen.append(await other.wait(10))
+        await asyncio.sleep(0.05)
+        return seen
+
+    assert sorted(map(str, asyncio.run(main()))) == ["False", "True", "called"]
+
+
+def test_lifespan_shutdown_sets_the_stop_signal_first() -> None:
+    """Under any ASGI server, the lifespan shutdown sets the signal (and the phase) before
+    the user's hooks run."""
+    app = Flask("lifecycle")
+    asgi = flask_asgi.ASGI(app)
+    seen: list[Any] = []
+
+    @asgi.after_serving
+    def after() -> None:
+        seen.append((flask_asgi.stopping.is_set(), asgi.lifecycle.phase))
+
+    with asgi.serving():
+        seen.append((asgi.stopping.is_set(), asgi.lifecycle.phase, asgi.lifecycle.ready))
+    assert seen == [(False, "serving", True), (True, "stopping")]
+    assert asgi.lifecycle.phase == "stopped"
+    with asgi.serving():  # served again: the signal is cleared at startup
+        assert not asgi.stopping.is_set()
+
+
+def test_port_in_use_fails_before_startup(tmp_path: Path) -> None:
+    (tmp_path / "busy_app.py").write_text(
+        textwrap.dedent(
+            """
+            from pathlib import Path
+            from flask import Flask
+            import flask_asgi
+
+            app = Flask(__name__)
+            asgi = flask_asgi.ASGI(app)
+
+            @asgi.before_serving
+            def seed():
+                (Path(__file__).parent / "seeded").write_text("yes")
+            """
+        )
+    )
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        started = time.monotonic()
+        result = subprocess.run(
+            [str(VENV_BIN / "flask"), "--app", "busy_app", "serve", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=tmp_path,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "another server" in result.stderr
+    assert not (tmp_path / "seeded").exists()  # no startup hook ran
+    assert time.monotonic() - started < 20
