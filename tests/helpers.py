@@ -35,19 +35,28 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def run_live(asgi: Any, **options: Any) -> Iterator[str]:
-    """Serve ``asgi`` on a real uvicorn server in a background thread; yield its base URL."""
+def run_live(asgi: Any, graceful: bool = False, **options: Any) -> Iterator[str]:
+    """Serve ``asgi`` on a real uvicorn server in a background thread; yield its base URL.
+
+    ``graceful``: the server ``flask serve`` runs (flask_asgi.server.graceful_server)."""
     port = free_port()
     options.setdefault("lifespan", "on")
     options.setdefault("log_level", "warning")
     # Leave logging alone: uvicorn's records then reach the root logger (and caplog).
     options.setdefault("log_config", None)
-    server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=port, **options))
+    config = uvicorn.Config(asgi, host="127.0.0.1", port=port, **options)
+    sockets = None
+    if graceful:
+        from flask_asgi.server import graceful_server
+
+        server, sockets = graceful_server(asgi, config)
+    else:
+        server = uvicorn.Server(config)
     exit_codes: list[Any] = []
 
     def serve() -> None:
         try:
-            server.run()
+            server.run(sockets=sockets)
         except SystemExit as exit:  # uvicorn's way to report a failed startup
             exit_codes.append(exit.code)
 

@@ -341,3 +341,49 @@ def test_limits_are_off_or_bounded_by_default() -> None:
     assert DEFAULTS["FLASK_ASGI_MAX_WAITING"] == 200
     assert DEFAULTS["FLASK_ASGI_BODY_TIMEOUT"] == 60.0
     assert DEFAULTS["FLASK_ASGI_BODY_PREREAD"] == 1024 * 1024
+
+
+def test_slow_headers_are_closed_after_the_header_timeout(live_server: Any) -> None:
+    """uvicorn has no header timeout: flask serve's server closes connections that sent
+    no complete headers within FLASK_ASGI_HEADER_TIMEOUT (here 1 s): 40 dribbling header
+    bytes and 10 silent ones are all closed and counted, while ordinary requests keep
+    being answered."""
+    app = Flask(__name__)
+    app.config["FLASK_ASGI_HEADER_TIMEOUT"] = 1.0
+    asgi = ASGI(app)
+    app.get("/")(lambda: "ok")
+    base = live_server(asgi, graceful=True)
+    port = int(base.rsplit(":", 1)[1])
+    before = counters.header_timeouts_total
+    slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+    try:
+        for sock in slow[:40]:
+            sock.sendall(b"GET / HTTP/1.1\r\n")
+        deadline = time.monotonic() + 15
+        open_ = list(slow)
+        while open_ and time.monotonic() < deadline:
+            for sock in slow[:40]:
+                try:
+                    sock.send(b"X")  # one header byte at a time
+                except OSError:
+                    pass
+            with httpx.Client(base_url=base, timeout=5) as client:
+                assert client.get("/").text == "ok"  # ordinary requests still work
+            still = []
+            for sock in open_:
+                sock.setblocking(False)
+                try:
+                    if sock.recv(1) == b"":
+                        continue  # closed by the server
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    continue  # reset: closed too
+                still.append(sock)
+            open_ = still
+            time.sleep(0.3)
+        assert open_ == [], f"{len(open_)} slow connections still open"
+        assert counters.header_timeouts_total - before >= 50
+    finally:
+        for sock in slow:
+            sock.close()

@@ -38,6 +38,7 @@ from typing import Any
 
 import uvicorn
 
+from .ground.counters import counters
 from .ground.lifecycle import Lifecycle
 
 logger = logging.getLogger("uvicorn.error")
@@ -82,12 +83,51 @@ class GracefulServer(uvicorn.Server):
         config: uvicorn.Config,
         lifecycles: Iterable[Lifecycle] = (),
         drain_delay: float = 0.0,
+        header_timeout: float = 0.0,
     ) -> None:
         super().__init__(config)
         self.lifecycles = list(lifecycles)
         self.drain_delay = drain_delay
+        self.header_timeout = header_timeout
         #: Requests' connections accepted from the queue at shutdown (for the figures).
         self.accepted_at_shutdown = 0
+        self._without_request: dict[Any, tuple[Any, float]] = {}
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.header_timeout > 0 and counter % 10 == 0:  # once a second
+            self._close_slow_headers()
+        return await super().on_tick(counter)
+
+    def _close_slow_headers(self) -> None:
+        """uvicorn has no timeout for a request's headers: a client may open a connection
+        and send its headers a byte at a time (or never), holding the connection and its
+        memory forever (slowloris). Close a connection that has had no request in
+        progress for ``header_timeout`` seconds since it opened or since its last response
+        (an idle keep-alive connection is closed sooner by ``timeout_keep_alive``)."""
+        now = asyncio.get_running_loop().time()
+        previous = self._without_request
+        current: dict[Any, tuple[Any, float]] = {}
+        closed = 0
+        for conn in self.server_state.connections:
+            cycle: Any = getattr(conn, "cycle", _NOT_HTTP)
+            if cycle is _NOT_HTTP or (cycle is not None and not cycle.response_complete):
+                continue  # a WebSocket, or a request in progress (the body has its timeout)
+            seen = previous.get(conn)
+            since = seen[1] if seen is not None and seen[0] is cycle else now
+            if now - since >= self.header_timeout:
+                conn.transport.close()
+                closed += 1
+            else:
+                current[conn] = (cycle, since)
+        self._without_request = current
+        if closed:
+            counters.add("header_timeouts_total", closed)
+            logger.warning(
+                "Closed %d connection(s) that sent no complete request headers within"
+                " FLASK_ASGI_HEADER_TIMEOUT (%gs)",
+                closed,
+                self.header_timeout,
+            )
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for lifecycle in self.lifecycles:

@@ -30,8 +30,13 @@ def graceful_server(
 ) -> tuple[GracefulServer, list[socket.socket] | None]:
     """uvicorn for ``asgi``, with its port bound now (a port in use fails before any
     startup hook runs) and a shutdown that serves every request that reached it."""
-    delay = float(asgi.app.config.get("FLASK_ASGI_DRAIN_DELAY", 0))
-    server = GracefulServer(config, [asgi.lifecycle], drain_delay=delay)
+    app_config = asgi.app.config
+    server = GracefulServer(
+        config,
+        [asgi.lifecycle],
+        drain_delay=float(app_config.get("FLASK_ASGI_DRAIN_DELAY", 0)),
+        header_timeout=float(app_config.get("FLASK_ASGI_HEADER_TIMEOUT", 0)),
+    )
     sock = bind(config)
     return server, None if sock is None else [sock]
 

@@ -14,6 +14,10 @@ _BUILTIN: dict[str, Any] = {
     # normally (readiness says "draining") before the shutdown proper, for load balancers
     # that take a moment to stop sending (Kubernetes preStop).
     "FLASK_ASGI_DRAIN_DELAY": 0.0,
+    # flask serve / asgi.run / asgi.serve on uvicorn: seconds a connection may go without a
+    # request in progress (its headers still arriving, or none sent) since it opened or since
+    # its last response; then it is closed (uvicorn has no header timeout). 0: never.
+    "FLASK_ASGI_HEADER_TIMEOUT": 10.0,
     # Size of the worker-thread pool that runs sync endpoints and run_sync() calls.
     "FLASK_ASGI_THREADS": 40,
     # Responses with a Content-Length up to this many bytes are sent as one message.
