@@ -17,15 +17,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from common import free_port, read_response, start_server
 
 APP = """
 import asyncio, time
@@ -46,8 +46,6 @@ def sync_view():
     return "sync ok"
 """
 
-BIN = Path(sys.executable).parent
-
 
 @dataclass
 class Round:
@@ -57,28 +55,6 @@ class Round:
     closed: int = 0  # responses carrying Connection: close
     exit_code: int | None = None
     shutdown_s: float = 0.0  # from the signal to the end of the process
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def _read_response(reader: asyncio.StreamReader) -> tuple[bool, bool]:
-    """(whole response read, it said Connection: close)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    close = False
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"connection" and value.strip().lower() == b"close":
-            close = True
-    await reader.readexactly(length)
-    return head.startswith(b"HTTP/1.1 200"), close
 
 
 async def _client(
@@ -99,7 +75,8 @@ async def _client(
         sent_at = time.monotonic()
         try:
             writer.write(request)
-            ok, close = await _read_response(reader)
+            status, close = await read_response(reader)
+            ok = status == 200
         except (OSError, asyncio.IncompleteReadError, ValueError):
             ok, close = False, True
         if ok:
@@ -129,46 +106,11 @@ async def _load(
     return result
 
 
-def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("the server exited before it was ready")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"GET /async HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                if sock.recv(12).startswith(b"HTTP/1.1 200"):
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("the server did not start")
-
-
 def run_round(app_dir: Path, server: str, clients: int, load: float) -> Round:
     port = free_port()
-    if server == "flask":
-        command = [str(BIN / "flask"), "--app", "stress_app", "serve", "--port", str(port)]
-    else:
-        command = [
-            str(BIN / "uvicorn"),
-            "stress_app:asgi",
-            "--port",
-            str(port),
-            "--lifespan",
-            "on",
-            "--timeout-graceful-shutdown",
-            "10",
-        ]
-    env = dict(os.environ, FLASK_ASGI_SHUTDOWN_TIMEOUT="10")
-    proc = subprocess.Popen(
-        [*command, "--log-level", "warning"],
-        cwd=app_dir,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    env = {"FLASK_ASGI_SHUTDOWN_TIMEOUT": "10"}
+    proc = start_server(app_dir, "stress_app", port, env, server)
     try:
-        _wait_ready(port, proc)
         state: dict[str, float] = {}
         result = asyncio.run(_load(port, clients, load, proc, state))
         result.exit_code = proc.wait(30)

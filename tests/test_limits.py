@@ -387,3 +387,39 @@ def test_slow_headers_are_closed_after_the_header_timeout(live_server: Any) -> N
     finally:
         for sock in slow:
             sock.close()
+
+
+@pytest.mark.parametrize("mode", ["bodies", "headers", "overload"])
+def test_stress_slow_clients_short(mode: str) -> None:
+    """The short version of stress/slow_clients.py (what docs/reliability.md reports, at
+    a smaller scale) against a real `flask serve`."""
+    import json
+    import subprocess
+
+    from helpers import ROOT, VENV_BIN
+
+    result = subprocess.run(
+        [
+            str(VENV_BIN / "python"),
+            str(ROOT / "stress" / "slow_clients.py"),
+            mode,
+            "--clients",
+            "60",
+            "--seconds",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    got = report["attackers_got"]
+    if mode == "bodies":
+        assert got == {"408 + close": 60}
+        assert report["server_peak_threads_fds"][0] <= 3  # no worker thread taken
+    elif mode == "headers":
+        assert sum(n for outcome, n in got.items() if outcome.startswith("closed")) == 60
+    else:
+        assert got.get("503", 0) > 0 and got.get("200", 0) > 0
+    assert report["probe_max_s"] < 3

@@ -1,0 +1,106 @@
+"""What the stress scripts share: a ``flask serve`` process on loopback, and a minimal
+HTTP/1.1 client on asyncio streams (hundreds of connections from one process)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(
+    app_dir: Path, module: str, port: int, env: dict[str, str], server: str = "flask"
+) -> subprocess.Popen[bytes]:
+    """``flask --app module serve`` (``server="uvicorn"``: plain uvicorn, to compare)."""
+    if server == "flask":
+        command = [str(BIN / "flask"), "--app", module, "serve", "--port", str(port)]
+    else:
+        command = [
+            str(BIN / "uvicorn"),
+            f"{module}:asgi",
+            "--port",
+            str(port),
+            "--lifespan",
+            "on",
+            "--timeout-graceful-shutdown",
+            "10",
+        ]
+    proc = subprocess.Popen(
+        [*command, "--log-level", "warning"],
+        cwd=app_dir,
+        env=dict(os.environ, **env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_ready(port, proc)
+    return proc
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes], path: str = "/async") -> None:
+    deadline = time.monotonic() + 30
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("the server exited before it was ready")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(request)
+                if sock.recv(12).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the server did not start")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """Read one response with a Content-Length: (status, it said Connection: close)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    close = False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"connection" and value.strip().lower() == b"close":
+            close = True
+    await reader.readexactly(length)
+    return int(head.split(b" ", 2)[1]), close
+
+
+def process_threads_and_fds(pid: int) -> tuple[int, int]:
+    """(threads, open file descriptors) of process ``pid`` (Linux /proc)."""
+    threads = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            threads = int(line.split()[1])
+    return threads, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
