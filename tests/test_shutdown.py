@@ -499,3 +499,21 @@ def test_port_in_use_fails_before_startup(tmp_path: Path) -> None:
     assert "another server" in result.stderr
     assert not (tmp_path / "seeded").exists()  # no startup hook ran
     assert time.monotonic() - started < 20
+
+
+def test_streams_work_again_after_serving_ended() -> None:
+    """After a lifespan shutdown the signal stays set (a polling thread still sees it), but
+    an app used without serving (a test client) streams normally: only a served app's
+    streams watch the signal."""
+    app = Flask("after")
+    asgi = flask_asgi.ASGI(app)
+
+    async def numbers() -> Any:
+        for number in range(3):
+            yield str(number)
+
+    app.get("/numbers")(lambda: app.response_class(flask_asgi.stream(numbers())))
+    with asgi.serving():
+        pass
+    assert asgi.stopping.is_set()
+    assert app.test_client().get("/numbers").data == b"012"

@@ -49,11 +49,12 @@ class AsyncIteratorBridge(Iterator[T]):
 
     def __init__(self, iterable: AsyncIterable[T]) -> None:
         self._iterator = aiter(iterable)
-        lifecycle = lifecycle_of(current_app) if has_app_context() else None
-        self._stop = lifecycle.stopping if lifecycle is not None else None
+        self._lifecycle = lifecycle_of(current_app) if has_app_context() else None
 
     def __next__(self) -> T:
-        stop = self._stop
+        lifecycle = self._lifecycle
+        # Not being served (a test client, before or after serving): no stop to watch.
+        stop = None if lifecycle is None or lifecycle.phase == "stopped" else lifecycle.stopping
         try:
             if stop is None:
                 return await_(_anext(self._iterator))
