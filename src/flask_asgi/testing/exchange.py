@@ -151,12 +151,21 @@ class _Exchange:
         stream = self.environ.get("wsgi.input")
         if stream is None:
             return b""
+        # A sync endpoint's body is received before the app runs (even a body it never
+        # reads, as for a routing redirect): leave the client's stream where it was, so
+        # that Werkzeug's follow_redirects can send a 307/308's body again, as a browser
+        # would.
+        start = stream.tell() if getattr(stream, "seekable", lambda: False)() else None
         length = self.environ.get("CONTENT_LENGTH")
         if length:
-            return bytes(stream.read(int(length)))
-        if self.environ.get("wsgi.input_terminated"):
-            return bytes(stream.read())
-        return b""
+            data = bytes(stream.read(int(length)))
+        elif self.environ.get("wsgi.input_terminated"):
+            data = bytes(stream.read())
+        else:
+            data = b""
+        if start is not None:
+            stream.seek(start)
+        return data
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.messages.put(message)
