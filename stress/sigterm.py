@@ -52,7 +52,7 @@ class Round:
     ok: int = 0  # whole responses
     lost: int = 0  # sent before the signal, no whole response
     failed_after: int = 0  # sent after the signal, no response (expected)
-    closed: int = 0  # responses carrying Connection: close
+    closed: int = 0  # keep-alive responses the server sent with Connection: close
     exit_code: int | None = None
     shutdown_s: float = 0.0  # from the signal to the end of the process
 
@@ -81,7 +81,7 @@ async def _client(
             ok, close = False, True
         if ok:
             result.ok += 1
-            result.closed += close
+            result.closed += close and keep_alive  # told to close by the server
         elif sent_at < state.get("signal", float("inf")):
             result.lost += 1
         else:

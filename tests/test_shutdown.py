@@ -257,7 +257,7 @@ def test_sigterm_under_load_loses_no_request() -> None:
     for one in rounds:
         assert one["lost"] == 0, rounds
         assert one["ok"] > 500, rounds  # the server was under load when the signal came
-        assert one["closed"] > 0, rounds
+        assert one["closed"] >= 75, rounds  # of the 150 keep-alive clients: told to close
         assert one["shutdown_s"] < 15, rounds
 
 
