@@ -517,3 +517,43 @@ def test_streams_work_again_after_serving_ended() -> None:
         pass
     assert asgi.stopping.is_set()
     assert app.test_client().get("/numbers").data == b"012"
+
+
+def test_sigterm_right_after_a_burst_of_connections(tmp_path: Path, cli_server: Any) -> None:
+    """300 clients connect and write a request, then SIGTERM at once: the connections
+    still in the kernel's accept queue are accepted and served before the server stops
+    listening (uvicorn's own shutdown resets them). Every one gets its 200."""
+    (tmp_path / "burst_app.py").write_text(
+        textwrap.dedent(
+            """
+            import asyncio
+            from flask import Flask
+            import flask_asgi
+
+            app = Flask(__name__)
+            asgi = flask_asgi.ASGI(app)
+
+            @app.get("/")
+            async def index():
+                await asyncio.sleep(0.01)
+                return "ok"
+            """
+        )
+    )
+    server = cli_server("burst_app.py", cwd=tmp_path)
+    clients = []
+    for _ in range(300):
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        clients.append(sock)
+    server.proc.send_signal(signal.SIGTERM)
+    answered = 0
+    for sock in clients:
+        sock.settimeout(15)
+        try:
+            answered += sock.recv(64).startswith(b"HTTP/1.1 200")
+        except OSError:
+            pass
+        sock.close()
+    server.proc.wait(15)
+    assert answered == 300, server.output()

@@ -170,6 +170,7 @@ class GracefulServer(uvicorn.Server):
         if not queued:
             return
         self.accepted_at_shutdown += len(queued)
+        logger.info("Serving %d connection(s) still waiting to be accepted", len(queued))
         loop = asyncio.get_running_loop()
         protocol: Any = self.config.http_protocol_class
         factory = functools.partial(
