@@ -5,9 +5,9 @@ from .features.background import add_background_task, background_task_failed
 from .features.sse import ServerSentEvent, event_stream, last_event_id
 from .features.streaming import stream
 from .ground.bridge import await_, run_sync
-from .ground.websocket_needs_asgi import WebSocketNeedsASGI
 from .ground.lifecycle import StopSignal
 from .ground.state import stopping
+from .ground.websocket_needs_asgi import WebSocketNeedsASGI
 from .protocol.websocket import WebSocket, WebSocketDisconnect, websocket, websocket_route
 
 __all__ = [

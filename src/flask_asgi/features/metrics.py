@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from flask import Flask
 
+from ..ground.counters import counters
 from ..ground.pools import WorkerPool, worker_pool
 from ..ground.serving_state import LAG_BUCKETS, ServingState, serving_state
 from . import background
@@ -34,6 +35,7 @@ SYNC_INTERVAL = 1.0
 def stats(app: Flask) -> dict[str, Any]:
     """What the server is doing now, in this process (see docs/observability.md)."""
     state = serving_state(app)
+    limits = counters.snapshot()
     size = int(app.config["FLASK_ASGI_THREADS"])
     pool = worker_pool(size)
     pending = pool.pending if isinstance(pool, WorkerPool) else 0
@@ -56,6 +58,14 @@ def stats(app: Flask) -> dict[str, Any]:
         "loop_stalls": state.stalls,
         "loop_lag": {"buckets": buckets, "sum": state.lag_sum, "count": cumulative},
         "ready": state.ready,
+        # Process-wide, from the limits (ground/counters.py, docs/reliability.md).
+        "requests_waiting_for_thread": limits["waiting"],
+        "refused": {
+            "max_requests": limits["refused_max_requests_total"],
+            "max_waiting": limits["refused_max_waiting_total"],
+            "body_timeout": limits["body_timeouts_total"],
+            "header_timeout": limits["header_timeouts_total"],
+        },
     }
 
 
@@ -99,6 +109,12 @@ class _Collector:
         yield CounterMetricFamily(
             "flask_asgi_loop_stalls", "Event loop stalls over the threshold", now["loop_stalls"]
         )
+        refused = CounterMetricFamily(
+            "flask_asgi_refused", "Requests refused by a limit", labels=["reason"]
+        )
+        for reason, count in now["refused"].items():
+            refused.add_metric([reason], count)
+        yield refused
         lag = now["loop_lag"]
         yield HistogramMetricFamily(
             "flask_asgi_loop_lag_seconds",

@@ -21,6 +21,7 @@ from ..ground.asgi_types import Receive, Send
 from ..ground.bridge import await_, run_in_greenlet, run_in_worker
 from ..ground.counters import WaitingTicket, counters
 from ..ground.lifecycle import Lifecycle
+from ..ground.serving_state import serving_state
 from ..ground.state import lifecycle_of
 from .body import BodyTimeout, RequestBody
 from .body_feed import BodyFeed, preread
@@ -75,8 +76,12 @@ class Exchange:
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
     ) -> Callable[[bytes], None]:
-        if exc_info is not None and self.started:
-            raise exc_info[1].with_traceback(exc_info[2])
+        if self.started:
+            if exc_info is not None:
+                raise exc_info[1].with_traceback(exc_info[2])
+            # WSGI makes this an error; Werkzeug's debugger relies on it to log an exception
+            # raised mid-stream instead of appending its HTML page to the stream.
+            raise RuntimeError("start_response() called again after the headers were sent")
         self.status = int(status[:3])
         self.headers = [
             (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers
@@ -233,8 +238,14 @@ async def _handle(
         body.time_left = timeout if timeout > 0 else None
         body.label = f"{scope['method']} {scope['path']}"
     exchange = Exchange(send, receive, body, lifecycle_of(app))
+    state = serving_state(app)  # in-flight counts (plain ints: this is the loop thread)
+    is_async = classifier.is_async(environ)
+    if is_async:
+        state.async_requests += 1
+    else:
+        state.sync_requests += 1
     try:
-        if classifier.is_async(environ):
+        if is_async:
             task = exchange.task = asyncio.current_task()
             try:
                 messages = await run_in_greenlet(
@@ -256,6 +267,10 @@ async def _handle(
             await send(messages[0])
             await send(messages[1])
     finally:
+        if is_async:
+            state.async_requests -= 1
+        else:
+            state.sync_requests -= 1
         if body.feed is not None:
             body.feed.close()
         if exchange.watch_timer is not None:

@@ -22,6 +22,7 @@ from typing import Any
 from flask import Flask
 
 from ..ground.serving_state import serving_state
+from ..ground.state import lifecycle_of
 
 HEALTH_KEY = "FLASK_ASGI_HEALTH_PATH"
 READY_KEY = "FLASK_ASGI_READY_PATH"
@@ -69,6 +70,9 @@ def _liveness(app: Flask) -> tuple[int, dict[str, Any]]:
 
 def _readiness(app: Flask) -> tuple[int, dict[str, Any]]:
     state = serving_state(app)
+    lifecycle = lifecycle_of(app)  # "draining" (FLASK_ASGI_DRAIN_DELAY), then "stopping"
+    if lifecycle is not None and lifecycle.phase in ("draining", "stopping"):
+        return 503, {"status": lifecycle.phase}
     if state.ready:
         return 200, {"status": "ready"}
     return 503, {"status": "stopping" if state.stopping else "starting"}

@@ -20,8 +20,8 @@ from werkzeug.local import LocalProxy
 
 from ...ground.asgi_types import Receive, Send
 from ...ground.bridge import await_
-from ...ground.websocket_needs_asgi import WebSocketNeedsASGI, reached_without_connection
 from ...ground.state import lifecycle_of
+from ...ground.websocket_needs_asgi import WebSocketNeedsASGI, reached_without_connection
 
 if TYPE_CHECKING:
     from werkzeug.datastructures import ImmutableMultiDict, MultiDict
