@@ -557,3 +557,12 @@ def test_sigterm_right_after_a_burst_of_connections(tmp_path: Path, cli_server: 
         sock.close()
     server.proc.wait(15)
     assert answered == 300, server.output()
+
+
+def test_flask_serve_says_where_it_listens(cli_server: Any) -> None:
+    """The port is bound before startup (so uvicorn does not bind it): the
+    "Uvicorn running on ..." line must still be printed, after startup completes."""
+    server = cli_server("examples/flask_hello.py")
+    output = server.output()
+    startup = output.index("Application startup complete")
+    assert output.index(f"Uvicorn running on http://127.0.0.1:{server.port}") > startup

@@ -129,6 +129,12 @@ class GracefulServer(uvicorn.Server):
                 self.header_timeout,
             )
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if sockets is not None and self.started:
+            # uvicorn prints "Uvicorn running on ..." only for sockets it bound itself.
+            self._log_started_message(sockets)
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for lifecycle in self.lifecycles:
             lifecycle.draining()
