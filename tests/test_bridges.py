@@ -16,6 +16,7 @@ from flask import Flask, current_app, g, request
 from werkzeug.test import Client
 
 import flask_asgi
+from flask_asgi.ground.bridge import run_in_greenlet
 
 
 class Ticket:
@@ -227,3 +228,137 @@ def test_plain_wsgi_async_views_share_one_loop() -> None:
     for thread in threads:
         thread.join(10)
     assert results == [first.json["loop"]] * 4
+
+
+class PlainAwaitable:
+    """An awaitable whose ``__await__`` returns a plain iterator: ``__next__`` only, no
+    ``send``/``throw``/``close`` (what granian's receive() and send() return)."""
+
+    def __init__(self, awaitable: Any) -> None:
+        self._inner = awaitable.__await__()
+        self.steps = 0
+
+    def __await__(self) -> PlainAwaitable:
+        return self
+
+    def __iter__(self) -> PlainAwaitable:
+        return self
+
+    def __next__(self) -> Any:
+        self.steps += 1
+        return self._inner.send(None)  # StopIteration(result) ends the await
+
+
+def plain_server(asgi: Any, counts: dict[str, int]) -> Any:
+    """An ASGI wrapper whose receive() and send() return ``PlainAwaitable``s, as granian's do."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        def plain_receive() -> PlainAwaitable:
+            counts["receive"] = counts.get("receive", 0) + 1
+            return PlainAwaitable(receive())
+
+        def plain_send(message: Any) -> PlainAwaitable:
+            counts["send"] = counts.get("send", 0) + 1
+            return PlainAwaitable(send(message))
+
+        await asgi(scope, plain_receive, plain_send)
+
+    return app
+
+
+def plain_iterator_app() -> tuple[Flask, flask_asgi.ASGI]:
+    app = Flask(__name__)
+    asgi = flask_asgi.ASGI(app)
+
+    @app.post("/echo-async")
+    async def echo_async() -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return {"body": request.get_data(as_text=True), "thread": threading.current_thread().name}
+
+    @app.post("/echo-sync")
+    def echo_sync() -> dict[str, Any]:
+        return {"body": request.get_data(as_text=True), "thread": threading.current_thread().name}
+
+    @app.get("/stream-async")
+    async def stream_async() -> Any:
+        await asyncio.sleep(0)
+
+        def chunks() -> Generator[str, None, None]:
+            for i in range(50):
+                yield f"{i},"
+
+        return app.response_class(chunks())
+
+    @app.get("/stream-sync")
+    def stream_sync() -> Any:
+        async def chunks() -> Any:
+            for i in range(50):
+                await asyncio.sleep(0)
+                yield f"{i},"
+
+        return app.response_class(flask_asgi.stream(chunks()))
+
+    @app.get("/await-plain")
+    async def await_plain() -> dict[str, Any]:
+        ticket = PlainAwaitable(asyncio.sleep(0.01, result="slept"))
+        value = flask_asgi.await_(ticket)  # sync code in the request greenlet
+        return {"value": value, "steps": ticket.steps}
+
+    return app, asgi
+
+
+def test_plain_iterator_awaitables_on_real_server(live_server: Any) -> None:
+    """Bodies and streamed responses work when the server's receive()/send() awaitables are
+    plain iterators (no send/throw), from async views (request greenlet) and sync views
+    (worker thread)."""
+    app, asgi = plain_iterator_app()
+    counts: dict[str, int] = {}
+    base = live_server(plain_server(asgi, counts))
+    body = "x" * 200_000  # several http.request messages
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for path in ("/echo-async", "/echo-sync"):
+            response = client.post(path, content=body)
+            assert response.status_code == 200, response.text
+            assert response.json()["body"] == body
+        assert client.post("/echo-sync", content=body).json()["thread"].startswith(
+            "flask-asgi-worker"
+        )
+        expected = "".join(f"{i}," for i in range(50))
+        for path in ("/stream-async", "/stream-sync"):
+            response = client.get(path)
+            assert (response.status_code, response.text) == (200, expected), path
+            assert response.headers.get("transfer-encoding") == "chunked"
+        data = client.get("/await-plain").json()
+        assert data["value"] == "slept"
+        assert data["steps"] >= 2  # it really suspended on the loop at least once
+    assert counts["receive"] >= 4 and counts["send"] >= 100  # the wrapper was in the path
+
+
+async def test_throw_into_plain_iterator_raises_at_the_await_point() -> None:
+    """Cancelling a greenlet that waits on a plain iterator raises CancelledError at its
+    await_, as ``await`` does for an iterator without throw()."""
+    seen: list[str] = []
+
+    def waits() -> None:
+        try:
+            flask_asgi.await_(PlainAwaitable(asyncio.sleep(30)))
+        except asyncio.CancelledError:
+            seen.append("cancelled at await_")
+            raise
+
+    async def native() -> None:
+        try:
+            await PlainAwaitable(asyncio.sleep(30))
+        except asyncio.CancelledError:
+            seen.append("cancelled at await")
+            raise
+
+    for task in (
+        asyncio.create_task(run_in_greenlet(waits)),
+        asyncio.create_task(native()),
+    ):
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert seen == ["cancelled at await_", "cancelled at await"]

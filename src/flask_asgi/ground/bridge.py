@@ -142,19 +142,52 @@ def _step(awaitable: Awaitable[T]) -> T:
     to the request task, which hands the future to the event loop. A coroutine that
     finishes without suspending costs no switch at all.
     """
-    iterator: Any = awaitable if inspect.iscoroutine(awaitable) else awaitable.__await__()
+    if inspect.iscoroutine(awaitable):
+        send: Callable[[Any], Any] = awaitable.send
+        throw: Callable[[BaseException], Any] = awaitable.throw
+    else:
+        iterator: Any = awaitable.__await__()
+        # The data model only promises an iterator (granian's awaitables are plain ones):
+        # drive it as ``await`` would, with __next__, and raise what has to be thrown into
+        # it at the await point when it has no throw().
+        send = getattr(iterator, "send", None) or _next_of(iterator)
+        throw = getattr(iterator, "throw", None) or _throw_of(iterator)
     task = getcurrent().parent
     value: Any = None
     error: BaseException | None = None
     while True:
         try:
-            yielded = iterator.send(value) if error is None else iterator.throw(error)
+            yielded = send(value) if error is None else throw(error)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         try:
             value, error = task.switch(_Yield(yielded)), None
         except BaseException as exc:  # noqa: B036 - delivered into the awaitable
             value, error = None, exc
+
+
+def _next_of(iterator: Any) -> Callable[[Any], Any]:
+    """``send`` for an iterator that has only ``__next__`` (the loop only ever sends None)."""
+    step = type(iterator).__next__
+
+    def send(value: Any) -> Any:
+        return step(iterator)
+
+    return send
+
+
+def _throw_of(iterator: Any) -> Callable[[BaseException], Any]:
+    """``throw`` for an iterator without one: as with ``await``, the error surfaces at the
+    await point (after ``close()``, if it has one, for ``GeneratorExit``)."""
+
+    def throw(error: BaseException) -> Any:
+        if isinstance(error, GeneratorExit):
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+        raise error
+
+    return throw
 
 
 async def run_in_greenlet(
