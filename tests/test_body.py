@@ -37,8 +37,11 @@ def make_asgi(view_async: bool) -> tuple[ASGI, list[Any]]:
     return ASGI(app), seen
 
 
-async def call(asgi: ASGI, headers: list[tuple[bytes, bytes]], messages: list[Any]) -> int:
+async def call(
+    asgi: ASGI, headers: list[tuple[bytes, bytes]], messages: list[Any], http_version: str = "1.1"
+) -> int:
     scope = http_scope("/", "POST", [(b"host", b"test"), *headers])
+    scope["http_version"] = http_version
     inbox = list(messages)
     sent: list[dict[str, Any]] = []
 
@@ -58,6 +61,22 @@ def body(data: bytes, more: bool = True) -> dict[str, Any]:
 
 CHUNKED = [(b"transfer-encoding", b"chunked")]
 params = pytest.mark.parametrize("view_async", [False, True], ids=["sync", "async"])
+
+
+@params
+@pytest.mark.parametrize("version", ["2", "3"])
+async def test_http2_body_without_content_length_is_read(view_async: bool, version: str) -> None:
+    # HTTP/2 and 3 frame the body in the stream and send no Transfer-Encoding: the body
+    # must not be taken for empty (it was: 0 bytes, and the rest of the upload lost).
+    asgi, seen = make_asgi(view_async)
+    status = await call(asgi, [], [body(b"a" * 1000), body(b"b" * 24, more=False)], version)
+    assert (status, seen) == (200, [1024])
+
+
+@params
+async def test_http11_body_without_length_or_chunked_is_empty(view_async: bool) -> None:
+    asgi, seen = make_asgi(view_async)
+    assert (await call(asgi, [], [body(b"stray", more=False)]), seen) == (200, [0])
 
 
 @params

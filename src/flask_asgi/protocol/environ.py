@@ -55,6 +55,10 @@ def _wsgi_str(text: str) -> str:
     return text if text.isascii() else text.encode("utf-8", "surrogateescape").decode("latin-1")
 
 
+_FRAMED_VERSIONS = frozenset({"2", "3"})
+_BODILESS_METHODS = frozenset({"GET", "HEAD"})
+
+
 def build_environ(scope: dict[str, Any], receive: Receive) -> dict[str, Any]:
     """Build the environ for ``scope``; its ``wsgi.input`` reads the body from ``receive``."""
     environ = _CONSTANT.copy()
@@ -101,7 +105,15 @@ def build_environ(scope: dict[str, Any], receive: Receive) -> dict[str, Any]:
             content_length = max(int(environ["CONTENT_LENGTH"]), 0)
         except ValueError:
             content_length = None
-    has_body = chunked or bool(content_length)
+    # HTTP/2 and HTTP/3 frame the body in the stream: no Content-Length (and never a
+    # Transfer-Encoding) does not mean no body there. GET and HEAD keep "no body", so they
+    # keep their disconnect watcher (which waits for a complete body).
+    framed = (
+        content_length is None
+        and scope.get("http_version") in _FRAMED_VERSIONS
+        and scope["method"] not in _BODILESS_METHODS
+    )
+    has_body = chunked or bool(content_length) or framed
     environ["wsgi.input"] = RequestBody(receive, content_length, complete=not has_body)
     extensions = scope.get("extensions")
     if extensions and ENVIRON_EXTENSION in extensions:
