@@ -51,6 +51,12 @@ def ready() -> str:
     return "ok"
 
 
+@app.get("/info")
+async def info() -> dict[str, Any]:
+    await asyncio.sleep(float(request.args.get("s", "0")))
+    return {"pid": os.getpid(), "script_root": request.script_root, "path": request.path}
+
+
 @app.get("/async")
 async def async_view() -> dict[str, Any]:
     await asyncio.sleep(0.001)

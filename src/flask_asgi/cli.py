@@ -19,6 +19,7 @@ from werkzeug.debug import DebuggedApplication
 from .extension import ASGI
 from .ground.config import DEFAULTS
 from .server import graceful_server, uvicorn_config
+from .servers import NAMES, ServeOptions, ServerMissing, run_server
 
 _APP_ENV = "FLASK_ASGI_CLI_APP"
 _SHUTDOWN_KEY = "FLASK_ASGI_SHUTDOWN_TIMEOUT"
@@ -53,7 +54,15 @@ def debug_setup(asgi: ASGI) -> ASGI:
     return asgi
 
 
-@click.command("serve", help="Serve the app on uvicorn through flask-asgi.")
+@click.command("serve", help="Serve the app on uvicorn (or --server) through flask-asgi.")
+@click.option(
+    "--server",
+    "server_name",
+    default=NAMES[0],
+    show_default=True,
+    type=click.Choice(NAMES),
+    help="The ASGI server (granian and hypercorn: pip install 'flask-asgi[granian]'...).",
+)
 @click.option("--host", "-h", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", "-p", default=5000, show_default=True, help="Port to bind.")
 @click.option("--workers", "-w", default=1, show_default=True, help="Worker processes.")
@@ -79,6 +88,7 @@ def debug_setup(asgi: ASGI) -> ASGI:
 @pass_script_info
 def serve_command(
     info: ScriptInfo,
+    server_name: str,
     host: str,
     port: int,
     workers: int,
@@ -103,6 +113,19 @@ def serve_command(
         config = info.load_app().config
         timeout_graceful_shutdown = float(config.get(_SHUTDOWN_KEY, DEFAULTS[_SHUTDOWN_KEY]))
     options["timeout_graceful_shutdown"] = timeout_graceful_shutdown
+    if server_name != "uvicorn":  # flask_asgi.servers maps the same options to the other servers
+        if info.app_import_path:
+            os.environ[_APP_ENV] = info.app_import_path
+        chosen = ServeOptions(
+            host, port, workers, reload, log_level, root_path, timeout_graceful_shutdown
+        )
+        try:
+            status = run_server(server_name, "flask_asgi.cli:app_factory", chosen)
+        except ServerMissing as missing:
+            raise click.UsageError(str(missing)) from None
+        if status:
+            raise SystemExit(status)
+        return
     server_config = uvicorn_config(target, host, port, **options)
     if server_config.should_reload or server_config.workers > 1:
         uvicorn.run(target, host=host, port=port, lifespan="on", **options)

@@ -1,0 +1,46 @@
+"""``flask serve --server hypercorn``: the options mapped to hypercorn's ``Config``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import ServeOptions, ServerMissing
+
+#: ``flask serve`` log levels in logging's terms (hypercorn has no "trace").
+_LOG_LEVELS = {"trace": "DEBUG"}
+
+
+def hypercorn_config(factory: str, options: ServeOptions) -> Any:
+    """A ``hypercorn.config.Config`` for ``options`` whose app is ``factory()``."""
+    try:
+        from hypercorn.config import Config
+    except ImportError:
+        raise ServerMissing("hypercorn") from None
+    config = Config()
+    host = f"[{options.host}]" if ":" in options.host else options.host
+    config.bind = [f"{host}:{options.port}"]
+    config.application_path = f"{factory}()"  # hypercorn evaluates what follows the colon
+    # One worker, no reload: serve in this process (0), as uvicorn does; else its supervisor.
+    multi = options.workers > 1 or options.reload
+    config.workers = options.workers if multi else 0
+    config.use_reloader = options.reload
+    config.root_path = options.root_path
+    config.graceful_timeout = options.timeout_graceful_shutdown
+    config.loglevel = _LOG_LEVELS.get(options.log_level, options.log_level.upper())
+    config.accesslog = "-"  # like uvicorn's and granian's default access log on stdout
+    # Slow-header defence: hypercorn's keep-alive timer (5 s) runs until a request's head
+    # is complete, so a client dripping header lines is dropped then (measured). Its
+    # read_timeout would also drop quiet SSE and WebSocket clients, so it stays off.
+    return config
+
+
+def run_hypercorn(factory: str, options: ServeOptions) -> int:
+    try:
+        from hypercorn.run import run
+        from hypercorn.utils import LifespanFailureError
+    except ImportError:
+        raise ServerMissing("hypercorn") from None
+    try:
+        return int(run(hypercorn_config(factory, options)) or 0)
+    except LifespanFailureError:
+        return 3  # a startup hook failed (logged): uvicorn's code for a failed startup

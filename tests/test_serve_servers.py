@@ -1,0 +1,194 @@
+"""``flask serve --server granian|hypercorn``: each option reaches the server, for real."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from helpers import VENV_BIN, free_port, wait_for
+
+from flask_asgi.servers import HEADER_READ_TIMEOUT, ServeOptions
+from flask_asgi.servers.granian_server import granian_server
+from flask_asgi.servers.hypercorn_server import hypercorn_config
+
+TESTS = Path(__file__).resolve().parent
+FACTORY = "flask_asgi.cli:app_factory"
+OTHERS = ["granian", "hypercorn"]
+
+
+def test_granian_gets_every_option() -> None:
+    options = ServeOptions("0.0.0.0", 1234, 3, False, "trace", "/p", 2.5)
+    server = granian_server(FACTORY, options)
+    assert (server.target, server.factory, server.interface.value) == (FACTORY, True, "asgi")
+    assert (server.bind_addr, server.bind_port, server.workers) == ("0.0.0.0", 1234, 3)
+    assert (server.reload_on_changes, server.url_path_prefix) == (False, "/p")
+    assert server.log_level.value == "debug"  # granian has no "trace"
+    assert server.workers_kill_timeout == 3  # whole seconds, rounded up
+    assert server.http1_settings.header_read_timeout == HEADER_READ_TIMEOUT * 1000
+    assert granian_server(FACTORY, ServeOptions("::1", 1, reload=True)).reload_on_changes
+
+
+def test_hypercorn_gets_every_option() -> None:
+    config = hypercorn_config(FACTORY, ServeOptions("::1", 1234, 1, False, "warning", "/p/", 2.5))
+    assert (config.bind, config.application_path) == (["[::1]:1234"], FACTORY + "()")
+    assert (config.workers, config.use_reloader) == (0, False)  # served in the same process
+    assert (config.root_path, config.graceful_timeout, config.loglevel) == ("/p", 2.5, "WARNING")
+    config = hypercorn_config(FACTORY, ServeOptions("127.0.0.1", 1, 3, True, "trace"))
+    assert (config.workers, config.use_reloader, config.loglevel) == (3, True, "DEBUG")
+
+
+def _serve(server: str, port: int, *extra: str, marker: Path | None = None) -> Any:
+    env = dict(os.environ, MATRIX_MARKER=str(marker or ""))
+    return subprocess.Popen(
+        [str(VENV_BIN / "flask"), "--app", "server_matrix_app", "serve", "--server", server,
+         "--port", str(port), "--log-level", "warning", *extra],
+        cwd=TESTS, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def _wait_ready(proc: Any, base: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            httpx.get(base + "/ready", timeout=2)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"not ready:\n{proc.communicate()[0]}")
+
+
+@pytest.mark.parametrize("server", OTHERS)
+def test_workers_and_root_path(server: str) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = _serve(server, port, "--workers", "2", "--root-path", "/prefix")
+    try:
+        _wait_ready(proc, base)
+        pids: set[int] = set()
+
+        def info(_: int) -> dict[str, Any]:  # a new connection each time
+            return httpx.get(base + "/info?s=0.2", timeout=30).json()  # type: ignore[no-any-return]
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            for _ in range(10):  # the two workers share the socket: both end up accepting
+                answers = list(pool.map(info, range(16)))
+                pids |= {answer["pid"] for answer in answers}
+                if len(pids) == 2:
+                    break
+        assert len(pids) == 2, pids
+        assert {(a["script_root"], a["path"]) for a in answers} == {("/prefix", "/info")}
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+# hypercorn 0.18 drains on SIGTERM with one worker only: with several, its supervisor
+# terminates the remaining workers as soon as the first has exited (docs/deployment.md).
+@pytest.mark.parametrize(("server", "workers"), [("granian", "2"), ("hypercorn", "1")])
+def test_sigterm_waits_for_the_request_in_flight(
+    server: str, workers: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    marker = tmp_path / "marker"
+    proc = _serve(
+        server, port, "--workers", workers, "--timeout-graceful-shutdown", "20", marker=marker
+    )
+    try:
+        _wait_ready(proc, base)
+        result: dict[str, Any] = {}
+
+        def slow() -> None:
+            response = httpx.get(base + "/slow?s=2", timeout=30)
+            result["answer"] = (response.status_code, response.text)
+
+        thread = threading.Thread(target=slow)
+        thread.start()
+        assert wait_for(lambda: "slow-started" in marker.read_text(), 30)  # in flight
+        proc.send_signal(signal.SIGTERM)
+        thread.join(30)
+        assert result.get("answer") == (200, "finished")
+        assert proc.wait(30) == 0
+        marks = marker.read_text().split()  # each worker ran its lifespan, both ways
+        assert marks.count("started") == marks.count("stopped") == int(workers), marks
+        assert marks[-1] == "stopped" and "slow-finished" in marks
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+@pytest.mark.parametrize(
+    ("server", "drops_after"), [("granian", HEADER_READ_TIMEOUT), ("hypercorn", 5.0)]
+)
+def test_slow_header_client_is_dropped(server: str, drops_after: float) -> None:
+    """A client dripping one header line a second never completes its request head: the
+    server drops it after its header timeout, instead of holding the connection forever."""
+    port = free_port()
+    proc = _serve(server, port)
+    try:
+        _wait_ready(proc, f"http://127.0.0.1:{port}")
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.settimeout(1)
+            sock.sendall(b"GET /ready HTTP/1.1\r\nHost: test\r\n")
+            start = time.monotonic()
+            closed_after = None
+            for n in range(int(drops_after * 4)):
+                try:
+                    sock.sendall(b"X-Drip-%d: y\r\n" % n)
+                    if sock.recv(100) == b"":
+                        closed_after = time.monotonic() - start
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    closed_after = time.monotonic() - start
+                    break
+        assert closed_after is not None, "still open"
+        assert drops_after - 1 <= closed_after <= drops_after * 3
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+@pytest.mark.parametrize(("server", "status"), [("granian", 1), ("hypercorn", 3)])
+def test_failing_startup_exits_nonzero(server: str, status: int, tmp_path: Path) -> None:
+    (tmp_path / "broken_app.py").write_text(
+        "from flask import Flask\nimport flask_asgi\n"
+        "app = Flask(__name__)\nasgi = flask_asgi.ASGI(app)\n"
+        "@asgi.before_serving\nasync def boom():\n    raise RuntimeError('startup boom')\n"
+    )
+    proc = subprocess.run(
+        [str(VENV_BIN / "flask"), "--app", "broken_app", "serve", "--server", server,
+         "--port", str(free_port())],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == status, proc.stdout + proc.stderr
+    assert "startup boom" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("server", OTHERS)
+def test_missing_server_names_the_extra(server: str) -> None:
+    script = (
+        f"import sys; sys.modules[{server!r}] = None\n"  # as if it were not installed
+        "from flask.cli import main\n"
+        f"sys.argv = ['flask', '--app', 'server_matrix_app', 'serve', '--server', {server!r}]\n"
+        "main()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=TESTS, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr  # click's usage error
+    assert f"pip install 'flask-asgi[{server}]'" in proc.stderr
