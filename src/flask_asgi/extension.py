@@ -18,6 +18,7 @@ from .ground.asgi_types import Receive, Send
 from .ground.bridge import async_to_sync
 from .ground.config import DEFAULTS
 from .ground.lifecycle import Lifecycle, StopSignal
+from .ground.gc_tuning import parse_gc_setting, tune_gc
 from .ground.pools import worker_pool
 from .ground.serving_state import serving_state
 from .ground.state import EXTENSION_KEY, ServingHooks, asgi_of
@@ -69,6 +70,11 @@ class ASGI:
         # drained first at shutdown (they may use what the user's hooks close).
         if background.serving_started not in self.hooks.starting:
             self.hooks.starting.append(background.serving_started)
+        # Garbage-collector tuning, once the app is loaded (FLASK_ASGI_GC; bad values fail
+        # here, not at startup).
+        parse_gc_setting(app.config["FLASK_ASGI_GC"])
+        if tune_gc not in self.hooks.starting:
+            self.hooks.starting.append(tune_gc)
         if background.serving_stopping not in self.hooks.stopping:
             self.hooks.stopping.append(background.serving_stopping)
         # The loop watchdog: logs the code that blocks the loop (docs/observability.md).

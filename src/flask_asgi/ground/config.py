@@ -61,6 +61,9 @@ _BUILTIN: dict[str, Any] = {
     "FLASK_ASGI_HEALTH_PATH": "",  # liveness: 200 while the loop runs and is not stalled
     "FLASK_ASGI_READY_PATH": "",  # readiness: 200 once started, 503 once shutdown begins
     "FLASK_ASGI_METRICS_PATH": "",  # Prometheus text format (pip install 'flask-asgi[metrics]')
+    # Garbage-collector tuning when serving: "auto" (gc.freeze() at startup, gen-0
+    # threshold 50,000), "off", or gc.set_threshold's numbers ("50000,10,10").
+    "FLASK_ASGI_GC": "auto",
 }
 
 
