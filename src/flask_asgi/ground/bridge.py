@@ -275,21 +275,60 @@ def _call_in_worker(
     return fn(*args)
 
 
+def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return  # the caller was cancelled: the job ran (or was skipped) for nobody
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _job(
+    ctx: contextvars.Context,
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[Any],
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+) -> None:
+    """Run in the worker thread; hand the outcome to the loop in one callback."""
+    try:
+        result, error = ctx.run(_call_in_worker, loop, fn, args), None
+    except BaseException as exc:  # noqa: B036 - re-raised by the awaiting task
+        result, error = None, exc
+    try:
+        loop.call_soon_threadsafe(_resolve, future, result, error)
+    except RuntimeError:
+        pass  # the loop is closed: no one is waiting any more
+
+
 async def run_in_worker(executor: Executor | None, fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn(*args)`` in ``executor`` with a copy of the current contextvars Context.
 
     The copy carries Flask's contexts into the thread and keeps whatever the thread sets
     (Flask pushes its own contexts there) from leaking into the caller or the next job.
+    The outcome comes back to an asyncio future in one ``call_soon_threadsafe``, not
+    through ``loop.run_in_executor``'s ``wrap_future`` chain of callbacks and state copies
+    (measured: 18 against 24-30 us per round trip on uvloop). A task cancelled before its
+    job starts still skips the job, as with ``run_in_executor``.
     """
     loop = asyncio.get_running_loop()
     ctx = contextvars.copy_context()
-    if type(executor) is not WorkerPool:
-        return await loop.run_in_executor(executor, ctx.run, _call_in_worker, loop, fn, args)
-    executor.pending += 1  # busy / waiting workers, for asgi.stats()
+    if executor is None:  # the loop's default executor, which only run_in_executor knows
+        return await loop.run_in_executor(None, ctx.run, _call_in_worker, loop, fn, args)
+    pool = executor if type(executor) is WorkerPool else None
+    if pool is not None:
+        pool.pending += 1  # busy / waiting workers, for asgi.stats()
+    future: asyncio.Future[T] = loop.create_future()
+    submitted = executor.submit(_job, ctx, loop, future, fn, args)
     try:
-        return await loop.run_in_executor(executor, ctx.run, _call_in_worker, loop, fn, args)
+        return await future
+    except asyncio.CancelledError:
+        submitted.cancel()
+        raise
     finally:
-        executor.pending -= 1
+        if pool is not None:
+            pool.pending -= 1
 
 
 async def run_sync(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
