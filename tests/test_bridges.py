@@ -362,3 +362,25 @@ async def test_throw_into_plain_iterator_raises_at_the_await_point() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
     assert seen == ["cancelled at await_", "cancelled at await"]
+
+
+async def test_run_in_worker_cancelled_before_start_skips_the_job() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flask_asgi.ground.bridge import run_in_worker
+
+    release = threading.Event()
+    ran: list[str] = []
+    with ThreadPoolExecutor(1) as executor:
+        busy = asyncio.ensure_future(run_in_worker(executor, release.wait, 10))
+        queued = asyncio.ensure_future(run_in_worker(executor, ran.append, "queued"))
+        await asyncio.sleep(0.05)
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        release.set()
+        assert await busy is True
+        with pytest.raises(ZeroDivisionError):  # errors come back to the awaiting task
+            await run_in_worker(executor, divmod, 1, 0)
+        assert await run_in_worker(executor, ran.append, "later") is None
+    assert ran == ["later"]
