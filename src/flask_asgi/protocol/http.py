@@ -10,6 +10,7 @@ message and streams the rest, sending through :func:`~flask_asgi.ground.bridge.a
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from typing import Any
@@ -51,7 +52,7 @@ class Exchange:
         "finished",
         "disconnected",
         "watcher",
-        "watch_timer",
+        "watch_pending",
         "lifecycle",
     )
 
@@ -69,7 +70,8 @@ class Exchange:
         self.finished = False  # the last body message is on its way: disconnect is normal
         self.disconnected = False
         self.watcher: asyncio.Task[None] | None = None
-        self.watch_timer: asyncio.TimerHandle | None = None
+        #: Waiting in the loop's ``_WatchSchedule`` for a watcher.
+        self.watch_pending = False
         #: Shutting down: responses carry Connection: close (keep-alive ends after them).
         self.lifecycle = lifecycle
 
@@ -186,17 +188,69 @@ def _watch_disconnect(exchange: Exchange) -> None:
 WATCH_DELAY = 0.25
 
 
-def _first_await(exchange: Exchange) -> None:
-    # Only requests that really wait need someone listening for a disconnect; one whose
-    # body is still arriving gets it when the body is complete.
-    def start() -> None:
-        exchange.watch_timer = None
-        if exchange.body.complete:
-            _watch_disconnect(exchange)
-        else:
-            exchange.body.on_complete = lambda: _watch_disconnect(exchange)
+class _WatchSchedule:
+    """One timer per loop for every waiting request, instead of a ``call_later`` each.
 
-    exchange.watch_timer = asyncio.get_running_loop().call_later(WATCH_DELAY, start)
+    A timer per request (created at its first suspension, cancelled when it ends) was a
+    measurable part of the suspension path on uvloop. Here each tick, every WATCH_DELAY
+    seconds while requests wait, starts the watchers of the requests that were already
+    waiting at the previous tick: a request is watched 0.25 to 0.5 s after it first waits.
+    """
+
+    __slots__ = ("loop", "young", "old", "ticking")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.young: set[Exchange] = set()  # began waiting since the last tick
+        self.old: set[Exchange] = set()  # were waiting at the last tick: due at the next
+        self.ticking = False
+
+    def add(self, exchange: Exchange) -> None:
+        exchange.watch_pending = True
+        self.young.add(exchange)
+        if not self.ticking:
+            self.ticking = True
+            self.loop.call_later(WATCH_DELAY, self._tick)
+
+    def discard(self, exchange: Exchange) -> None:
+        exchange.watch_pending = False
+        self.young.discard(exchange)
+        self.old.discard(exchange)
+
+    def _tick(self) -> None:
+        due, self.old, self.young = self.old, self.young, set()
+        for exchange in due:
+            exchange.watch_pending = False
+            _watch_when_complete(exchange)
+        if self.old:
+            self.loop.call_later(WATCH_DELAY, self._tick)
+        else:
+            self.ticking = False
+
+
+_schedules = threading.local()
+
+
+def _schedule() -> _WatchSchedule:
+    """The running loop's schedule (one loop runs per thread at a time)."""
+    loop = asyncio.get_running_loop()
+    schedule: _WatchSchedule | None = getattr(_schedules, "current", None)
+    if schedule is None or schedule.loop is not loop:
+        schedule = _schedules.current = _WatchSchedule(loop)
+    return schedule
+
+
+def _watch_when_complete(exchange: Exchange) -> None:
+    # One whose body is still arriving gets its watcher when the body is complete.
+    if exchange.body.complete:
+        _watch_disconnect(exchange)
+    else:
+        exchange.body.on_complete = lambda: _watch_disconnect(exchange)
+
+
+def _first_await(exchange: Exchange) -> None:
+    # Only requests that really wait need someone listening for a disconnect.
+    _schedule().add(exchange)
 
 
 async def handle_http(
@@ -273,8 +327,8 @@ async def _handle(
             state.sync_requests -= 1
         if body.feed is not None:
             body.feed.close()
-        if exchange.watch_timer is not None:
-            exchange.watch_timer.cancel()
+        if exchange.watch_pending:
+            _schedule().discard(exchange)
         if exchange.watcher is not None:
             exchange.watcher.cancel()
 
