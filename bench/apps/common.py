@@ -23,6 +23,8 @@ HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
 
 SLEEP_SECONDS = 0.05
+#: GET /wait (flask-asgi, Quart, Starlette): bench/memory.py holds requests waiting this long.
+WAIT_SECONDS = float(os.environ.get("BENCH_WAIT", "10"))
 HELLO = "Hello, World!"
 
 #: The upstream server of the fanout workload (bench/upstream.py).

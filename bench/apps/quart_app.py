@@ -9,6 +9,7 @@ from common import (
     ROWS,
     SLEEP_SECONDS,
     TEMPLATES,
+    WAIT_SECONDS,
     fanout_aiohttp,
     fanout_httpx,
     make_aiohttp_session,
@@ -39,6 +40,12 @@ async def hello():  # type: ignore[no-untyped-def]
 @app.get("/sleep")
 async def sleep():  # type: ignore[no-untyped-def]
     await asyncio.sleep(SLEEP_SECONDS)
+    return "OK"
+
+
+@app.get("/wait")
+async def wait():  # type: ignore[no-untyped-def]
+    await asyncio.sleep(WAIT_SECONDS)
     return "OK"
 
 

@@ -11,6 +11,7 @@ from common import (
     ROWS,
     SLEEP_SECONDS,
     TEMPLATES,
+    WAIT_SECONDS,
     fanout_aiohttp,
     fanout_httpx,
     make_aiohttp_session,
@@ -43,6 +44,11 @@ async def sleep(request: Request) -> PlainTextResponse:
     return PlainTextResponse("OK")
 
 
+async def wait(request: Request) -> PlainTextResponse:
+    await asyncio.sleep(WAIT_SECONDS)
+    return PlainTextResponse("OK")
+
+
 async def echo(request: Request) -> JSONResponse:
     return JSONResponse(await request.json())
 
@@ -65,6 +71,7 @@ app = Starlette(
     routes=[
         Route("/hello", hello),
         Route("/sleep", sleep),
+        Route("/wait", wait),
         Route("/echo", echo, methods=["POST"]),
         Route("/fanout", fanout),
         Route("/fanout-aiohttp", fanout_with_aiohttp),
