@@ -110,8 +110,9 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated candidate names")
     args = parser.parse_args()
     names = [n for n in CANDIDATES if not args.only or n in args.only.split(",")]
+    python = sys.version.split()[0]
     print(f"{args.requests} requests waiting at once, RSS sampled {args.settle} s after the"
-          f" last was sent (Python {sys.version.split()[0]}, server binaries in {BIN})\n")  # fmt: skip
+          f" last was sent (Python {python}, server binaries in {BIN})\n")  # fmt: skip
     print("| candidate | per waiting request | RSS idle → all waiting | answered 200 |")
     print("|---|--:|---|--:|")
     for offset, name in enumerate(names):
