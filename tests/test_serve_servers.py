@@ -91,7 +91,9 @@ def test_workers_and_root_path(server: str) -> None:
         assert {(a["script_root"], a["path"]) for a in answers} == {("/prefix", "/info")}
     finally:
         proc.terminate()
-        proc.communicate(timeout=30)
+        output = proc.communicate(timeout=30)[0]
+    warned = "does not let in-flight requests finish on SIGTERM" in output
+    assert warned is (server == "hypercorn"), output
 
 
 # hypercorn 0.18 drains on SIGTERM with one worker only: with several, its supervisor

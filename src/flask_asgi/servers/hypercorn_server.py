@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from . import ServeOptions, ServerMissing
+
+logger = logging.getLogger("flask_asgi")
 
 #: ``flask serve`` log levels in logging's terms (hypercorn has no "trace").
 _LOG_LEVELS = {"trace": "DEBUG"}
@@ -40,6 +43,14 @@ def run_hypercorn(factory: str, options: ServeOptions) -> int:
         from hypercorn.utils import LifespanFailureError
     except ImportError:
         raise ServerMissing("hypercorn") from None
+    if options.workers > 1:
+        # Measured with hypercorn 0.18: its supervisor terminates the other workers as soon
+        # as the first has exited, cutting off their requests (docs/deployment.md).
+        logger.warning(
+            "hypercorn with --workers %d does not let in-flight requests finish on SIGTERM;"
+            " use --server granian, or gunicorn, for several workers",
+            options.workers,
+        )
     try:
         return int(run(hypercorn_config(factory, options)) or 0)
     except LifespanFailureError:
