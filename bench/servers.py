@@ -65,9 +65,19 @@ def _uvicorn(target: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
+#: The app every candidate serves (``--app``): flask-asgi's, or Quart's or Starlette's for
+#: comparison on the same servers. The inline ceiling always serves its own.
+APPS_BY_NAME = {
+    "flask-asgi": "flask_asgi_app:asgi",
+    "quart": "quart_app:app",
+    "starlette": "starlette_app:app",
+}
+target = APPS_BY_NAME["flask-asgi"]
+
+
 def _gunicorn(worker: str, port: int) -> list[str]:
     return [
-        str(BIN / "gunicorn"), "flask_asgi_app:asgi", "--chdir", str(APPS), "-k", worker,
+        str(BIN / "gunicorn"), target, "--chdir", str(APPS), "-k", worker,
         "-w", "1", "--bind", f"{HOST}:{port}", "--backlog", "2048",
         "--worker-connections", "4000", "--log-level", "warning",
     ]  # fmt: skip
@@ -77,19 +87,19 @@ def _granian(port: int) -> list[str]:
     return [
         str(BIN / "granian"), "--interface", "asgi", "--working-dir", str(APPS),
         "--host", HOST, "--port", str(port), "--loop", "uvloop", "--backlog", "2048",
-        "--log-level", "warning", "flask_asgi_app:asgi",
+        "--log-level", "warning", target,
     ]  # fmt: skip
 
 
 def _hypercorn(port: int) -> list[str]:
     return [
-        str(BIN / "hypercorn"), "flask_asgi_app:asgi", "--bind", f"{HOST}:{port}",
+        str(BIN / "hypercorn"), target, "--bind", f"{HOST}:{port}",
         "-k", "uvloop", "--backlog", "2048", "--log-level", "warning",
     ]  # fmt: skip
 
 
 CANDIDATES: dict[str, Any] = {
-    "uvicorn": lambda port: _uvicorn("flask_asgi_app:asgi", port),
+    "uvicorn": lambda port: _uvicorn(target, port),
     "granian": _granian,
     "hypercorn": _hypercorn,
     "gunicorn+uvicorn-worker": lambda port: _gunicorn("uvicorn_worker.UvicornWorker", port),
@@ -198,7 +208,10 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], type=lambda s: s.split("=", 1))
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     parser.add_argument("--label", default="servers")
+    parser.add_argument("--app", default="flask-asgi", choices=sorted(APPS_BY_NAME))
     args = parser.parse_args()
+    global target
+    target = APPS_BY_NAME[args.app]
     only = set(filter(None, args.only.split(",")))
     names = [n for n in CANDIDATES if not only & set(CANDIDATES) or n in only]
     loads = [w for w in WORKLOADS if not only & {w.key for w in WORKLOADS} or w.key in only]
@@ -220,11 +233,12 @@ def main() -> None:
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     setting = ", ".join(f"{k}={v}" for k, v in args.env) or "defaults"
     text = (
-        f"# flask-asgi per server ({args.label})\n\n{when}, {platform.processor() or 'cpu'},"
+        f"# {args.app} per server ({args.label})\n\n{when}, {platform.processor() or 'cpu'},"
         f" Python {platform.python_version()}, {os.cpu_count()} cores; server on CPU 0, wrk"
         f" on CPU 1; {args.duration} s after {args.warmup} s warm-up, best of {args.passes}"
         f" interleaved passes; {setting}."
-        " Ratios are to flask-asgi on uvicorn in the same run. inline-ceiling is a"
+        f" Ratios are to {args.app} on uvicorn in the same run."
+        " inline-ceiling is a"
         " ceiling, not a runtime (bench/apps/inline_flask_app.py).\n\n"
         + table(results, names, [w.key for w in loads])
         + "\n"
