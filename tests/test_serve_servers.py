@@ -99,9 +99,7 @@ def test_workers_and_root_path(server: str) -> None:
 # hypercorn 0.18 drains on SIGTERM with one worker only: with several, its supervisor
 # terminates the remaining workers as soon as the first has exited (docs/deployment.md).
 @pytest.mark.parametrize(("server", "workers"), [("granian", "2"), ("hypercorn", "1")])
-def test_sigterm_waits_for_the_request_in_flight(
-    server: str, workers: str, tmp_path: Path
-) -> None:
+def test_sigterm_waits_for_the_request_in_flight(server: str, workers: str, tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     marker = tmp_path / "marker"
