@@ -8,6 +8,7 @@ sync/async choice). The ASGI server's own cost is measured by bench/run.py (bare
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +37,12 @@ def sync_hello() -> str:
 @app.post("/echo")
 async def echo() -> Any:
     return jsonify(request.get_json())
+
+
+@app.get("/wait")
+async def wait() -> str:
+    await asyncio.sleep(0.002)
+    return "Hello, World!"
 
 
 asgi = ASGI(app)
@@ -77,6 +84,19 @@ async def per_await(fn: Callable[[], Any], n: int) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
+async def cpu_per_request(fn: Callable[[], Any], n: int, in_flight: int) -> float:
+    """CPU time (both threads) per request with ``in_flight`` requests at once."""
+
+    async def client() -> None:
+        for _ in range(n // in_flight):
+            await fn()
+
+    await asyncio.gather(*(client() for _ in range(in_flight)))  # warm up: pools, caches
+    start = time.process_time()
+    await asyncio.gather(*(client() for _ in range(in_flight)))
+    return (time.process_time() - start) / n * 1e6
+
+
 async def main(n: int = 5000) -> None:
     def wsgi(path: str) -> Callable[[], Any]:
         environ = EnvironBuilder(path=path, headers={"User-Agent": "wrk"}).get_environ()
@@ -112,6 +132,11 @@ async def main(n: int = 5000) -> None:
             - per_call(lambda: build_environ(scope("/hello"), None), n),
         ),  # type: ignore[arg-type]
     ]
+    # The suspension path: what a request that really waits costs over one that does not,
+    # 500 at once (CPU time; the 2 ms sleep itself costs no CPU).
+    hello_cpu = await cpu_per_request(via_asgi("/hello"), 4 * n, 500)
+    wait_cpu = await cpu_per_request(via_asgi("/wait"), 4 * n, 500)
+    rows.append(("  a wait (sleep 2 ms, 500 in flight), CPU over hello", wait_cpu - hello_cpu))
     for name, micros in rows:
         print(f"{name:<45} {micros:8.1f} us")
 
