@@ -17,8 +17,8 @@ from .features.broadcast import Broadcast
 from .ground.asgi_types import Receive, Send
 from .ground.bridge import async_to_sync
 from .ground.config import DEFAULTS
-from .ground.lifecycle import Lifecycle, StopSignal
 from .ground.gc_tuning import parse_gc_setting, tune_gc
+from .ground.lifecycle import Lifecycle, StopSignal
 from .ground.pools import worker_pool
 from .ground.serving_state import serving_state
 from .ground.state import EXTENSION_KEY, ServingHooks, asgi_of
