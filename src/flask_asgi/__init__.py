@@ -7,6 +7,7 @@ from .features.streaming import stream
 from .ground.bridge import await_, run_sync
 from .ground.lifecycle import StopSignal
 from .ground.state import stopping
+from .ground.view_timeout import timeout
 from .ground.websocket_needs_asgi import WebSocketNeedsASGI
 from .protocol.websocket import WebSocket, WebSocketDisconnect, websocket, websocket_route
 
@@ -22,6 +23,7 @@ __all__ = [
     "stopping",
     "StopSignal",
     "stream",
+    "timeout",
     "WebSocket",
     "WebSocketDisconnect",
     "WebSocketNeedsASGI",

@@ -26,6 +26,7 @@ from .protocol.dispatch import EndpointClassifier
 from .protocol.http import handle_http
 from .protocol.lifespan import handle_lifespan
 from .protocol.probes import probe_response
+from .protocol.timeouts import TimeoutPolicy
 from .protocol.websocket import handle_websocket, websocket_route
 from .testing import AsyncClient, FlaskClient, Lifespan
 
@@ -44,6 +45,7 @@ class ASGI:
         self.hooks = ServingHooks()
         self._executor: ThreadPoolExecutor | None = None
         self.classifier: EndpointClassifier
+        self.timeouts: TimeoutPolicy
         self._stack: Any = None  # mounts and middleware around Flask (_compose)
         if app is not None:
             self.init_app(app)
@@ -89,6 +91,7 @@ class ASGI:
         if metrics.serving_stopping not in self.hooks.stopping:
             self.hooks.stopping.append(metrics.serving_stopping)
         self.classifier = EndpointClassifier(app)
+        self.timeouts = TimeoutPolicy(app)
         if self.hooks.mounts or self.hooks.middleware:
             self._compose()
 
@@ -119,7 +122,9 @@ class ASGI:
         if kind == "http":
             probe = probe_response(self.app, scope)  # health/readiness: before any environ
             if probe is None:
-                await handle_http(self.app, self.classifier, self.executor, scope, receive, send)
+                await handle_http(
+                    self.app, self.classifier, self.executor, scope, receive, send, self.timeouts
+                )
             else:
                 await send(probe[0])
                 await send(probe[1])

@@ -65,6 +65,7 @@ def stats(app: Flask) -> dict[str, Any]:
             "max_waiting": limits["refused_max_waiting_total"],
             "body_timeout": limits["body_timeouts_total"],
             "header_timeout": limits["header_timeouts_total"],
+            "request_timeout": limits["request_timeouts_total"],
         },
     }
 

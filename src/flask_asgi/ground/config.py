@@ -41,6 +41,10 @@ _BUILTIN: dict[str, Any] = {
     # Sync HTTP requests that may wait for a worker thread at once (per process); one more
     # is answered 503 with Retry-After before the app runs. 0: no cap. See configuration.md.
     "FLASK_ASGI_MAX_WAITING": 200,
+    # Seconds a request may run (from its endpoint's start to its last byte); past it an async
+    # endpoint is cancelled and answered 504, a sync one is logged (it cannot be
+    # interrupted). @flask_asgi.timeout(seconds or None) overrides it per view. 0: no limit.
+    "FLASK_ASGI_REQUEST_TIMEOUT": 0.0,
     # HTTP requests in flight at once (per process, streams included); one more is answered
     # 503 with Retry-After before the app runs. 0: no cap.
     "FLASK_ASGI_MAX_REQUESTS": 0,

@@ -23,6 +23,9 @@ class RequestCounters:
     refused_max_waiting_total: int = 0
     #: Requests whose body did not arrive within FLASK_ASGI_BODY_TIMEOUT.
     body_timeouts_total: int = 0
+    #: Requests that ran past FLASK_ASGI_REQUEST_TIMEOUT / @flask_asgi.timeout (async ones
+    #: were cancelled and answered 504 or cut off; sync ones were logged and ran on).
+    request_timeouts_total: int = 0
     #: Connections closed because no complete request headers came in time (flask serve).
     header_timeouts_total: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)

@@ -35,6 +35,28 @@ def view_is_async(view: Any, method: str) -> bool:
 _PATH_CACHE_SIZE = 10_000
 
 
+def match_endpoint(app: Flask, environ: dict[str, Any]) -> str | None:
+    """The endpoint the request matches, as Flask will match it; None for 404, 405,
+    redirects and bad hosts, which Flask answers without a view."""
+    try:
+        adapter = app.create_url_adapter(app.request_class(environ))
+        assert adapter is not None
+        endpoint, _ = adapter.match(method=environ["REQUEST_METHOD"])
+    except Exception:
+        return None
+    return str(endpoint)
+
+
+def path_key(environ: dict[str, Any]) -> tuple[str, str, str, str]:
+    """What a URL match depends on: method, host, script name and path."""
+    return (
+        environ["REQUEST_METHOD"],
+        environ.get("HTTP_HOST", ""),
+        environ["SCRIPT_NAME"],
+        environ["PATH_INFO"],
+    )
+
+
 class EndpointClassifier:
     """Answers "does this request match an async view?" for one app."""
 
@@ -69,29 +91,19 @@ class EndpointClassifier:
             if self._uniform and static and environ["PATH_INFO"].startswith(static):
                 return False  # static files are read from disk: keep that off the loop
             return self._uniform
-        method = environ["REQUEST_METHOD"]
-        path_key = (
-            method,
-            environ.get("HTTP_HOST", ""),
-            environ["SCRIPT_NAME"],
-            environ["PATH_INFO"],
-        )
-        answer = self._by_path.get(path_key)
+        key = path_key(environ)
+        answer = self._by_path.get(key)
         if answer is None:
             if len(self._by_path) >= _PATH_CACHE_SIZE:
                 self._by_path.clear()
-            answer = self._by_path[path_key] = self._match(environ, method)
+            answer = self._by_path[key] = self._match(environ, key[0])
         return answer
 
     def _match(self, environ: dict[str, Any], method: str) -> bool:
         app = self.app
-        try:
-            adapter = app.create_url_adapter(app.request_class(environ))
-            assert adapter is not None
-            endpoint, _ = adapter.match(method=method)
-        except Exception:
-            # 404, 405, redirects, bad hosts: Flask answers these itself; any thread will do.
-            return False
+        endpoint = match_endpoint(app, environ)
+        if endpoint is None:
+            return False  # Flask answers 404, 405, redirects itself: any thread will do
         key = (endpoint, method)
         answer = self._by_endpoint.get(key)
         if answer is None:

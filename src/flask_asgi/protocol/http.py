@@ -16,7 +16,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from flask import Flask
-from werkzeug.exceptions import ServiceUnavailable
+from werkzeug.exceptions import GatewayTimeout, ServiceUnavailable
 
 from ..ground.asgi_types import Receive, Send
 from ..ground.bridge import await_, run_in_greenlet, run_in_worker
@@ -29,6 +29,7 @@ from .body_feed import BodyFeed, preread
 from .dispatch import EndpointClassifier
 from .environ import build_environ
 from .refusal import refuse
+from .timeouts import RequestTimer, TimeoutPolicy, request_timer
 
 #: Answered when the client gave up on its body, so the connection is not reused.
 CLOSE = (b"connection", b"close")
@@ -54,6 +55,7 @@ class Exchange:
         "watcher",
         "watch_pending",
         "lifecycle",
+        "timer",
     )
 
     def __init__(
@@ -74,6 +76,8 @@ class Exchange:
         self.watch_pending = False
         #: Shutting down: responses carry Connection: close (keep-alive ends after them).
         self.lifecycle = lifecycle
+        #: FLASK_ASGI_REQUEST_TIMEOUT / @flask_asgi.timeout, when the request has one.
+        self.timer: RequestTimer | None = None
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -260,8 +264,9 @@ async def handle_http(
     scope: dict[str, Any],
     receive: Receive,
     send: Send,
+    timeouts: TimeoutPolicy | None = None,
 ) -> None:
-    """The ASGI entry point for ``http`` scopes."""
+    """The ASGI entry point for ``http`` scopes (``timeouts``: the app's request timeouts)."""
     max_requests: int = app.config["FLASK_ASGI_MAX_REQUESTS"]
     if counters.add("in_flight") > max_requests > 0:
         counters.add("in_flight", -1)
@@ -269,7 +274,7 @@ async def handle_http(
         await refuse(send, ServiceUnavailable(), [RETRY_AFTER])
         return
     try:
-        await _handle(app, classifier, executor, scope, receive, send)
+        await _handle(app, classifier, executor, scope, receive, send, timeouts)
     finally:
         counters.add("in_flight", -1)
 
@@ -281,6 +286,7 @@ async def _handle(
     scope: dict[str, Any],
     receive: Receive,
     send: Send,
+    timeouts: TimeoutPolicy | None,
 ) -> None:
     environ = build_environ(scope, receive)
     # Read per request, as Flask reads its own settings (MAX_CONTENT_LENGTH...).
@@ -298,9 +304,13 @@ async def _handle(
         state.async_requests += 1
     else:
         state.sync_requests += 1
+    task = asyncio.current_task() if is_async else None
+    timer = exchange.timer = request_timer(timeouts, environ, lambda: exchange.finished, task)
     try:
-        if is_async:
-            task = exchange.task = asyncio.current_task()
+        if task is not None:
+            exchange.task = task
+            if timer is not None:
+                timer.start()
             try:
                 messages = await run_in_greenlet(
                     respond,
@@ -311,9 +321,17 @@ async def _handle(
                     on_first_await=lambda: _first_await(exchange),
                 )
             except asyncio.CancelledError:
-                if exchange.disconnected and task is not None and task.uncancel() == 0:
-                    return  # the client left: the view saw CancelledError, teardown ran
+                timed_out = timer is not None and timer.expired
+                if (exchange.disconnected or timed_out) and task.uncancel() == 0:
+                    # The view saw CancelledError and teardown ran. A client that left
+                    # gets nothing; one whose response has started gets it unfinished
+                    # (the server closes the connection), else 504.
+                    if not exchange.disconnected and not exchange.started:
+                        await refuse(send, GatewayTimeout(), [] if body.complete else [CLOSE])
+                    return
                 raise
+            if timer is not None and timer.expired:
+                task.uncancel()  # the view caught the cancellation and answered anyway
         else:
             messages = await _run_sync(app, executor, environ, exchange, buffer_limit)
         if messages is not None:
@@ -321,6 +339,8 @@ async def _handle(
             await send(messages[0])
             await send(messages[1])
     finally:
+        if timer is not None:
+            timer.cancel()
         if is_async:
             state.async_requests -= 1
         else:
@@ -364,9 +384,13 @@ async def _run_sync(
         ticket.end()  # never taken by a thread (cancelled): no longer waiting either
 
 
-def _respond_counted(ticket: WaitingTicket, *args: Any) -> list[dict[str, Any]] | None:
+def _respond_counted(
+    ticket: WaitingTicket, wsgi_app: Any, environ: dict[str, Any], exchange: Exchange, limit: int
+) -> list[dict[str, Any]] | None:
     ticket.end()  # a thread has it: not waiting any more
-    return respond(*args)
+    if exchange.timer is not None:
+        exchange.timer.start_threadsafe()  # its request timeout counts from now
+    return respond(wsgi_app, environ, exchange, limit)
 
 
 async def _refuse_waiting(send: Send) -> None:
