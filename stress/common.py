@@ -4,12 +4,14 @@ HTTP/1.1 client on asyncio streams (hundreds of connections from one process).""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 BIN = Path(sys.executable).parent
 
@@ -21,9 +23,15 @@ def free_port() -> int:
 
 
 def start_server(
-    app_dir: Path, module: str, port: int, env: dict[str, str], server: str = "flask"
+    app_dir: Path,
+    module: str,
+    port: int,
+    env: dict[str, str],
+    server: str = "flask",
+    log: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """``flask --app module serve`` (``server="uvicorn"``: plain uvicorn, to compare)."""
+    """``flask --app module serve`` (``server="uvicorn"``: plain uvicorn, to compare);
+    ``log``: a file for the server's output (warnings and errors), else it is dropped."""
     if server == "flask":
         command = [str(BIN / "flask"), "--app", module, "serve", "--port", str(port)]
     else:
@@ -37,13 +45,18 @@ def start_server(
             "--timeout-graceful-shutdown",
             "10",
         ]
-    proc = subprocess.Popen(
-        [*command, "--log-level", "warning"],
-        cwd=app_dir,
-        env=dict(os.environ, **env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    output = subprocess.DEVNULL if log is None else open(log, "wb")  # noqa: SIM115
+    try:
+        proc = subprocess.Popen(
+            [*command, "--log-level", "warning"],
+            cwd=app_dir,
+            env=dict(os.environ, **env),
+            stdout=output,
+            stderr=output,
+        )
+    finally:
+        if log is not None:
+            output.close()  # type: ignore[union-attr]  # the child has its own copy
     wait_ready(port, proc)
     return proc
 
@@ -97,6 +110,35 @@ def process_threads_and_fds(pid: int) -> tuple[int, int]:
         if line.startswith("Threads:"):
             threads = int(line.split()[1])
     return threads, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+STRESS_DIR = Path(__file__).resolve().parent
+
+
+def resources(port: int) -> dict[str, Any]:
+    """``/debug/resources`` of ``resource_app.py``: the server's RSS, threads, fds, live
+    greenlets and what its hooks counted."""
+    request = b"GET /debug/resources HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"/debug/resources answered {head[:40]!r}")
+    result: dict[str, Any] = json.loads(body)
+    return result
+
+
+def settle(port: int, timeout: float = 30) -> dict[str, Any]:
+    """Wait until nothing but this check is in flight; then the resources."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = resources(port)
+        if now["in_flight"] <= 1 or time.monotonic() > deadline:
+            return now
+        time.sleep(0.2)
 
 
 def percentile(values: list[float], fraction: float) -> float:
