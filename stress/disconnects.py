@@ -12,7 +12,7 @@ pool to what this load needs) the resources are sampled in the server process
 parts of the storm. The storm is flat if, at the end, fds and threads are back to the
 baseline and greenlets and RSS have not grown (within ``--rss-slack`` MiB); and every
 request that started ran its teardown, and the server logged no error. Exit status 1
-otherwise. Loopback only; about 20 s with the defaults on 2 cores.
+otherwise. Loopback only; about 30 s with the defaults on 2 cores.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def _mid_stream(path: str) -> Callable[[int, bool], Awaitable[str]]:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
             first = await asyncio.wait_for(reader.read(random.randrange(1, 100)), 30)
             status = head[9:12].decode()
-            outcome = "streaming" if status == "200" and first else f"{status}, {first[:20]!r}"
+            outcome = "streaming" if status == "200" and first else f"answered {status}"
         except (asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
             outcome = type(exc).__name__
         _leave(writer, reset)

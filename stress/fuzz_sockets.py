@@ -11,7 +11,7 @@ written on a raw socket to ``resource_app.py`` and everything that comes back (u
 server closes, or 0.5 s of silence) must parse as a sequence of HTTP/1.1 responses. A
 probe must get ``200`` after every batch, the server must be alive at the end, and its log
 must show no exception that escaped the ASGI app. Exit status 1 otherwise. Loopback only;
-about 30 s with the defaults on 2 cores.
+about a minute with the defaults on 2 cores.
 """
 
 from __future__ import annotations

@@ -454,3 +454,37 @@ def test_timeouts_on_a_real_server(app: Flask) -> None:
         m for m in metrics.splitlines() if m.startswith('flask_asgi_refused_total{reason="request')
     )
     assert float(line.rsplit(" ", 1)[1]) == timeouts_now()
+
+
+async def test_504_closes_the_connection_when_the_body_was_left_unread(
+    served: tuple[Flask, flask_asgi.ASGI, list[Any]],
+) -> None:
+    app, asgi, _ = served
+    app.config["FLASK_ASGI_REQUEST_TIMEOUT"] = 0.2
+
+    @app.route("/ignore-body", methods=["GET", "POST"])
+    async def ignore_body() -> str:
+        await asyncio.sleep(30)
+        return "never"
+
+    sent: list[dict[str, Any]] = []
+    given = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": b"x" * 10, "more_body": True}
+        await asyncio.sleep(3600)  # the rest of the body never comes
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = [(b"host", b"test"), (b"content-length", b"1000")]
+    await asgi(http_scope("/ignore-body", "POST", headers), receive, send)
+    assert status_of(sent) == 504
+    assert (b"connection", b"close") in sent[0]["headers"]
+    answered = await call(asgi, "/ignore-body")  # no body left: keep-alive is fine
+    assert status_of(answered) == 504
+    assert (b"connection", b"close") not in answered[0]["headers"]

@@ -327,7 +327,7 @@ async def _handle(
                     # gets nothing; one whose response has started gets it unfinished
                     # (the server closes the connection), else 504.
                     if not exchange.disconnected and not exchange.started:
-                        await refuse(send, GatewayTimeout(), [] if body.complete else [CLOSE])
+                        await _refuse_timed_out(exchange)
                     return
                 raise
             if timer is not None and timer.expired:
@@ -391,6 +391,12 @@ def _respond_counted(
     if exchange.timer is not None:
         exchange.timer.start_threadsafe()  # its request timeout counts from now
     return respond(wsgi_app, environ, exchange, limit)
+
+
+async def _refuse_timed_out(exchange: Exchange) -> None:
+    lifecycle = exchange.lifecycle
+    close = not exchange.body.complete or (lifecycle is not None and lifecycle.close_connections)
+    await refuse(exchange.send, GatewayTimeout(), [CLOSE] if close else [])
 
 
 async def _refuse_waiting(send: Send) -> None:
