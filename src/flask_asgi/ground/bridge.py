@@ -116,17 +116,27 @@ def _finish(child: BridgeGreenlet, done: _Done) -> Any:
 
 
 @types.coroutine
-def _serve(
-    child: BridgeGreenlet, request: Any, on_suspend: Callable[[], None] | None = None
-) -> Generator[Any, Any, Any]:
-    """Service ``child`` from the request task until its job is done; return its result.
+def in_greenlet(
+    fn: Callable[..., T],
+    args: tuple[Any, ...],
+    on_suspend: Callable[[Any], None] | None = None,
+    subject: Any = None,
+) -> Generator[Any, Any, T]:
+    """``await in_greenlet(fn, args)``: run the synchronous ``fn(*args)`` in a pooled child
+    greenlet, awaiting what it hands to ``await_``; return its result.
 
-    Until then ``child`` switches back only with a ``_Yield``: something it awaits is
-    suspended on a future, which goes up to the event loop from here. What the loop sends
-    back (or throws, ``CancelledError`` included) is passed into the child.
+    :func:`run_in_greenlet` without a coroutine of its own around this generator, for the
+    request path: a waiting request holds one object fewer, and each suspension passes
+    through one level fewer. ``on_suspend(subject)`` is called when ``fn`` first really
+    waits; neither is kept for the wait. Until its job is done the child switches back only
+    with a ``_Yield``: something it awaits is suspended on a future, which goes up to the
+    event loop from here. What the loop sends back (or throws, ``CancelledError``
+    included) is passed into the child.
     """
-    if on_suspend is not None and type(request) is _Yield:
-        on_suspend()
+    child, request = _start(fn, args)
+    if type(request) is _Yield and on_suspend is not None:
+        on_suspend(subject)
+        on_suspend = subject = None
     while type(request) is _Yield:
         try:
             value = yield request.value
@@ -134,7 +144,7 @@ def _serve(
             request = child.throw(exc)
         else:
             request = child.switch(value)
-    return _finish(child, request)
+    return _finish(child, request)  # type: ignore[no-any-return]
 
 
 def _step(awaitable: Awaitable[T]) -> T:
@@ -208,18 +218,19 @@ async def run_in_greenlet(
     error handling and teardown see them exactly as they would see a sync exception.
     ``on_first_await`` is called when ``fn`` first really waits (suspends on the loop).
     """
-    child, request = _start(fn, args)
-    if type(request) is _Done:
-        return _finish(child, request)  # type: ignore[no-any-return]
-    return await _serve(child, request, on_first_await)  # type: ignore[no-any-return]
+    if on_first_await is None:
+        return await in_greenlet(fn, args)
+    return await in_greenlet(fn, args, _call, on_first_await)
 
 
-@types.coroutine
-def greenlet_await(awaitable: Awaitable[T]) -> Generator[Any, Any, T]:
+def _call(fn: Callable[[], None]) -> None:
+    fn()
+
+
+def greenlet_await(awaitable: Awaitable[T]) -> Awaitable[T]:
     """``await greenlet_await(coro)``: like ``await coro``, but sync code that ``coro``
     calls may use ``await_`` (the coroutine is stepped in a child greenlet)."""
-    child, request = _start(_step, (awaitable,))
-    return (yield from _serve(child, request))  # type: ignore[no-any-return]
+    return in_greenlet(_step, (awaitable,))
 
 
 async def _on_loop(awaitable: Awaitable[T]) -> T:

@@ -19,7 +19,7 @@ from flask import Flask
 from werkzeug.exceptions import GatewayTimeout, ServiceUnavailable
 
 from ..ground.asgi_types import Receive, Send
-from ..ground.bridge import await_, run_in_greenlet, run_in_worker
+from ..ground.bridge import await_, in_greenlet, run_in_worker
 from ..ground.counters import WaitingTicket, counters
 from ..ground.lifecycle import Lifecycle
 from ..ground.serving_state import serving_state
@@ -312,13 +312,8 @@ async def _handle(
             if timer is not None:
                 timer.start()
             try:
-                messages = await run_in_greenlet(
-                    respond,
-                    app.wsgi_app,
-                    environ,
-                    exchange,
-                    buffer_limit,
-                    on_first_await=lambda: _first_await(exchange),
+                messages = await in_greenlet(
+                    respond, (app.wsgi_app, environ, exchange, buffer_limit), _first_await, exchange
                 )
             except asyncio.CancelledError:
                 timed_out = timer is not None and timer.expired
