@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+import types
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, Protocol
 
 from flask import has_request_context, request
@@ -42,6 +43,27 @@ class MessageSource(Protocol):
     def next_message(self) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
+
+
+@types.coroutine
+def _rest_of(coro: Any, yielded: Any) -> Generator[Any, Any, Any]:
+    """Await the rest of ``coro``, which was stepped once and yielded ``yielded``."""
+    while True:
+        try:
+            value = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # noqa: B036 - delivered into the coroutine, as await does
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(value)
+            except StopIteration as stop:
+                return stop.value
 
 
 class RequestBody:
@@ -94,11 +116,20 @@ class RequestBody:
             return await self._receive()
         if self.timed_out:
             raise BodyTimeout()
+        pending: Any = self._receive()
+        if type(pending) is types.CoroutineType:
+            # A message that has already arrived (a small body, on most servers) comes back
+            # at the first step: it needs no timer, which costs more than the receive.
+            try:
+                yielded = pending.send(None)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            pending = _rest_of(pending, yielded)
         loop = asyncio.get_running_loop()
         start = loop.time()
         try:
             async with asyncio.timeout(budget):
-                return await self._receive()
+                return await pending  # type: ignore[no-any-return]
         except TimeoutError:
             self.timed_out = True
             counters.add("body_timeouts_total")
