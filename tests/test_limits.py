@@ -165,6 +165,16 @@ async def test_body_timeout_counts_only_waiting_for_the_client() -> None:
     assert client.sent[1]["body"] == b"300"
 
 
+@pytest.mark.parametrize(("timeout", "status"), [(5.0, 200), (0.25, 408)])
+async def test_body_timeout_counts_receives_that_wait(timeout: float, status: int) -> None:
+    """A message that has already arrived takes no timer, but a receive() that waits runs
+    under the budget: three messages 0.1 s apart fit in 5 s and not in 0.25 s."""
+    asgi, seen = upload_app(FLASK_ASGI_BODY_TIMEOUT=timeout)
+    client = Client([b"w" * 100] * 3, delay=0.1)
+    assert await client.call(asgi, "/async", 300) == status
+    assert seen == ([300] if status == 200 else ["BodyTimeout"])
+
+
 def test_body_timeout_is_a_408_http_exception() -> None:
     assert BodyTimeout.code == 408
 
