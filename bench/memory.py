@@ -15,14 +15,22 @@ import argparse
 import asyncio
 import importlib.util
 import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-from servers import APPS, BIN, HOST, SERVER_CPU, _granian, _uvicorn, peak_rss_kib
+from servers import (
+    APPS,
+    BIN,
+    HOST,
+    SERVER_CPU,
+    _granian,
+    _uvicorn,
+    peak_rss_kib,
+    stop,
+    wait_ready,
+)
 
 CANDIDATES = {
     "flask-asgi (uvicorn)": (lambda port: _uvicorn("flask_asgi_app:asgi", port), "flask"),
@@ -78,15 +86,7 @@ def measure(name: str, count: int, settle: float, port: int) -> str:
         cwd=APPS, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://{HOST}:{port}/hello", timeout=2).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"{name} did not start") from None
-                time.sleep(0.1)
+        wait_ready(port, proc)
         # Warm up (imports, pools, the first waits), then the idle size.
         asyncio.run(hold(port, 200, proc.pid, 1.0))
         time.sleep(1)
@@ -94,11 +94,7 @@ def measure(name: str, count: int, settle: float, port: int) -> str:
         during, ok = asyncio.run(hold(port, count, proc.pid, settle))
         peak = peak_rss_kib(proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
     per = (during - idle) / count
     return f"| {name} | {per:.1f} KiB | {idle / 1024:.0f} → {during / 1024:.0f} MiB (peak {peak / 1024:.0f}) | {ok}/{count} |"  # noqa: E501
 

@@ -16,13 +16,21 @@ import argparse
 import asyncio
 import collections
 import os
-import signal
 import subprocess
 import time
-import urllib.request
 
 import uvloop
-from servers import APPS, HOST, LOAD_CPU, SERVER_CPU, _granian, _hypercorn, _uvicorn
+from servers import (
+    APPS,
+    HOST,
+    LOAD_CPU,
+    SERVER_CPU,
+    _granian,
+    _hypercorn,
+    _uvicorn,
+    stop,
+    wait_ready,
+)
 
 CANDIDATES = {
     "flask-asgi (uvicorn)": lambda port: _uvicorn("flask_asgi_app:asgi", port),
@@ -116,24 +124,12 @@ def main() -> None:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://{HOST}:{port}/hello", timeout=2).read()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise RuntimeError(f"{name} did not start") from None
-                    time.sleep(0.1)
+            wait_ready(port, proc)
             uvloop.run(offer(port, args.path, args.rate, 2, args.connections))  # warm-up
             line = uvloop.run(offer(port, args.path, args.rate, args.duration, args.connections))
             print(f"| {name} | {line} |", flush=True)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
 
 
 if __name__ == "__main__":

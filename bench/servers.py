@@ -121,6 +121,16 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) ->
     raise RuntimeError("server did not start")
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 30 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wrk(port: int, workload: Workload, seconds: int) -> dict[str, Any]:
     cmd = [
         "taskset", "-c", LOAD_CPU, "wrk", "-t1", "-c", str(workload.connections),
@@ -164,12 +174,7 @@ def measure(name: str, workload: Workload, args: argparse.Namespace, port: int) 
         summary = wrk(port, workload, args.duration)
         rss = peak_rss_kib(proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
     seconds = summary["duration_us"] / 1e6
     errors = sum(summary["errors"].values())
     return {
