@@ -220,3 +220,19 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+
+
+def body_reader(seen: list[Any]) -> Callable[[], str]:
+    """A view body that reads the whole request body and records its length in ``seen``
+    (or the name of the error the read raised, which it re-raises)."""
+
+    def read() -> str:
+        try:
+            data = flask.request.get_data()
+        except Exception as error:
+            seen.append(type(error).__name__)
+            raise
+        seen.append(len(data))
+        return str(len(data))
+
+    return read

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from flask import Flask, request
-from helpers import http_scope
+from flask import Flask
+from helpers import body_reader, http_scope
 
 from flask_asgi import ASGI
 
@@ -18,14 +18,7 @@ def make_asgi(view_async: bool) -> tuple[ASGI, list[Any]]:
     app.config["MAX_CONTENT_LENGTH"] = LIMIT
     seen: list[Any] = []
 
-    def read() -> str:
-        try:
-            data = request.get_data()
-        except Exception as error:
-            seen.append(type(error).__name__)
-            raise
-        seen.append(len(data))
-        return str(len(data))
+    read = body_reader(seen)
 
     if view_async:
 

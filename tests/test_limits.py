@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from flask import Flask, request
-from helpers import http_scope
+from helpers import body_reader, http_scope
 
 from flask_asgi import ASGI
 from flask_asgi.ground.config import DEFAULTS
@@ -61,14 +61,7 @@ def upload_app(**config: Any) -> tuple[ASGI, list[Any]]:
     app.config.update(config)
     seen: list[Any] = []
 
-    def read() -> str:
-        try:
-            data = request.get_data()
-        except Exception as error:
-            seen.append(type(error).__name__)
-            raise
-        seen.append(len(data))
-        return str(len(data))
+    read = body_reader(seen)
 
     @app.post("/sync")
     def sync_upload() -> str:
