@@ -34,7 +34,7 @@ from servers import (
 
 CANDIDATES = {
     "flask-asgi (uvicorn)": (lambda port: _uvicorn("flask_asgi_app:asgi", port), "flask"),
-    "flask-asgi (granian)": (_granian, "granian"),
+    "flask-asgi (granian)": (lambda port: _granian("flask_asgi_app:asgi", port), "granian"),
     "quart (uvicorn)": (lambda port: _uvicorn("quart_app:app", port), "quart"),
     "starlette (uvicorn)": (lambda port: _uvicorn("starlette_app:app", port), "starlette"),
 }

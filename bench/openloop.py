@@ -34,8 +34,8 @@ from servers import (
 
 CANDIDATES = {
     "flask-asgi (uvicorn)": lambda port: _uvicorn("flask_asgi_app:asgi", port),
-    "flask-asgi (granian)": _granian,
-    "flask-asgi (hypercorn)": _hypercorn,
+    "flask-asgi (granian)": lambda port: _granian("flask_asgi_app:asgi", port),
+    "flask-asgi (hypercorn)": lambda port: _hypercorn("flask_asgi_app:asgi", port),
 }
 WAIT_MS = 50.0  # bench/apps/common.py SLEEP_SECONDS
 

@@ -52,7 +52,12 @@ WORKLOADS = [
     Workload("echo", "/echo", 64, "echo.lua"),
     Workload("sleep-256", "/sleep", 256),
     Workload("sleep-1000", "/sleep", 1000),
+    # 5 concurrent 20 ms calls to bench/upstream.py through one shared aiohttp session.
+    Workload("fanout-aiohttp", "/fanout-aiohttp", 100),
 ]
+#: Workloads that need bench/upstream.py running (started on the load CPU when selected).
+UPSTREAM_WORKLOADS = {"fanout-aiohttp"}
+UPSTREAM_PORT = 9100
 #: The ceiling app serves only the routes that need no waiting.
 CEILING_WORKLOADS = {"hello", "sync-hello", "echo"}
 
@@ -65,17 +70,17 @@ def _uvicorn(target: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-#: The app every candidate serves (``--app``): flask-asgi's, or Quart's or Starlette's for
-#: comparison on the same servers. The inline ceiling always serves its own.
+#: The apps a run can serve (``--app``, comma-separated): flask-asgi's, and Quart's or
+#: Starlette's for comparison on the same servers in the same run. The inline ceiling
+#: always serves its own.
 APPS_BY_NAME = {
     "flask-asgi": "flask_asgi_app:asgi",
     "quart": "quart_app:app",
     "starlette": "starlette_app:app",
 }
-target = APPS_BY_NAME["flask-asgi"]
 
 
-def _gunicorn(worker: str, port: int) -> list[str]:
+def _gunicorn(worker: str, target: str, port: int) -> list[str]:
     return [
         str(BIN / "gunicorn"), target, "--chdir", str(APPS), "-k", worker,
         "-w", "1", "--bind", f"{HOST}:{port}", "--backlog", "2048",
@@ -83,7 +88,7 @@ def _gunicorn(worker: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def _granian(port: int) -> list[str]:
+def _granian(target: str, port: int) -> list[str]:
     return [
         str(BIN / "granian"), "--interface", "asgi", "--working-dir", str(APPS),
         "--host", HOST, "--port", str(port), "--loop", "uvloop", "--backlog", "2048",
@@ -91,21 +96,27 @@ def _granian(port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def _hypercorn(port: int) -> list[str]:
+def _hypercorn(target: str, port: int) -> list[str]:
     return [
         str(BIN / "hypercorn"), target, "--bind", f"{HOST}:{port}",
         "-k", "uvloop", "--backlog", "2048", "--log-level", "warning",
     ]  # fmt: skip
 
 
+#: server -> (app target, port) -> command.
 CANDIDATES: dict[str, Any] = {
-    "uvicorn": lambda port: _uvicorn(target, port),
+    "uvicorn": _uvicorn,
     "granian": _granian,
     "hypercorn": _hypercorn,
-    "gunicorn+uvicorn-worker": lambda port: _gunicorn("uvicorn_worker.UvicornWorker", port),
-    "gunicorn-asgi": lambda port: _gunicorn("asgi", port),
-    "inline-ceiling": lambda port: _uvicorn("inline_flask_app:asgi", port),
+    "gunicorn+uvicorn-worker": lambda t, port: _gunicorn("uvicorn_worker.UvicornWorker", t, port),
+    "gunicorn-asgi": lambda t, port: _gunicorn("asgi", t, port),
+    "inline-ceiling": lambda t, port: _uvicorn("inline_flask_app:asgi", port),
 }
+
+
+def column(server: str, app: str) -> str:
+    """The results column of ``app`` on ``server``: flask-asgi's is the server's name."""
+    return server if app == "flask-asgi" or server == "inline-ceiling" else f"{server} [{app}]"
 
 
 def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -161,10 +172,12 @@ def peak_rss_kib(pid: int) -> int:
     return total
 
 
-def measure(name: str, workload: Workload, args: argparse.Namespace, port: int) -> dict[str, Any]:
+def measure(
+    name: str, app: str, workload: Workload, args: argparse.Namespace, port: int
+) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(APPS), PYTHONUNBUFFERED="1", **dict(args.env))
     proc = subprocess.Popen(
-        ["taskset", "-c", SERVER_CPU, *CANDIDATES[name](port)],
+        ["taskset", "-c", SERVER_CPU, *CANDIDATES[name](APPS_BY_NAME[app], port)],
         cwd=APPS, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -213,36 +226,56 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], type=lambda s: s.split("=", 1))
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     parser.add_argument("--label", default="servers")
-    parser.add_argument("--app", default="flask-asgi", choices=sorted(APPS_BY_NAME))
+    parser.add_argument(
+        "--app", default="flask-asgi", help=f"comma-separated, of {', '.join(APPS_BY_NAME)}"
+    )
     args = parser.parse_args()
-    global target
-    target = APPS_BY_NAME[args.app]
+    apps = [a for a in args.app.split(",") if a]
+    if not apps or set(apps) - set(APPS_BY_NAME):
+        parser.error(f"--app takes {', '.join(APPS_BY_NAME)}")
     only = set(filter(None, args.only.split(",")))
-    names = [n for n in CANDIDATES if not only & set(CANDIDATES) or n in only]
+    servers = [n for n in CANDIDATES if not only & set(CANDIDATES) or n in only]
     loads = [w for w in WORKLOADS if not only & {w.key for w in WORKLOADS} or w.key in only]
+    # Each (server, app) is one candidate; the ceiling is served once, whatever the apps.
+    pairs = [(s, a) for a in apps for s in servers if s != "inline-ceiling" or a == apps[0]]
+    names = [column(s, a) for s, a in pairs]
     results: dict[str, dict[str, Any]] = {}
+    upstream = None
+    if UPSTREAM_WORKLOADS & {w.key for w in loads}:
+        upstream = subprocess.Popen(
+            ["taskset", "-c", LOAD_CPU, sys.executable, str(BENCH / "upstream.py"),
+             "--port", str(UPSTREAM_PORT)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(1)
     port = 9300
-    for pass_no in range(args.passes):
-        for workload in loads:
-            for name in names[pass_no % len(names) :] + names[: pass_no % len(names)]:
-                if name == "inline-ceiling" and workload.key not in CEILING_WORKLOADS:
-                    continue
-                port += 1
-                cell = measure(name, workload, args, port)
-                best = results.setdefault(name, {}).get(workload.key)
-                if best is None or cell["rps"] > best["rps"]:
-                    results[name][workload.key] = cell
-                print(f"{workload.key:<11} {name:<24} {cell['rps']:>9,.0f} req/s"
-                      f"  p99 {cell['p99_ms']:>8,.1f} ms  rss {cell['peak_rss_mib']:.0f} MiB"
-                      f"  errors {cell['errors']}", flush=True)  # fmt: skip
+    try:
+        for pass_no in range(args.passes):
+            for workload in loads:
+                shift = pass_no % len(pairs)
+                for server, app in pairs[shift:] + pairs[:shift]:
+                    if server == "inline-ceiling" and workload.key not in CEILING_WORKLOADS:
+                        continue
+                    name = column(server, app)
+                    port += 1
+                    cell = measure(server, app, workload, args, port)
+                    best = results.setdefault(name, {}).get(workload.key)
+                    if best is None or cell["rps"] > best["rps"]:
+                        results[name][workload.key] = cell
+                    print(f"{workload.key:<14} {name:<30} {cell['rps']:>9,.0f} req/s"
+                          f"  p99 {cell['p99_ms']:>8,.1f} ms  rss {cell['peak_rss_mib']:.0f} MiB"
+                          f"  errors {cell['errors']}", flush=True)  # fmt: skip
+    finally:
+        if upstream is not None:
+            upstream.terminate()
+            upstream.wait()
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     setting = ", ".join(f"{k}={v}" for k, v in args.env) or "defaults"
     text = (
-        f"# {args.app} per server ({args.label})\n\n{when}, {platform.processor() or 'cpu'},"
+        f"# {', '.join(apps)} per server ({args.label})\n\n{when}, {platform.processor() or 'cpu'},"
         f" Python {platform.python_version()}, {os.cpu_count()} cores; server on CPU 0, wrk"
         f" on CPU 1; {args.duration} s after {args.warmup} s warm-up, best of {args.passes}"
         f" interleaved passes; {setting}."
-        f" Ratios are to {args.app} on uvicorn in the same run."
+        f" Ratios are to {apps[0]} on uvicorn in the same run."
         " inline-ceiling is a"
         " ceiling, not a runtime (bench/apps/inline_flask_app.py).\n\n"
         + table(results, names, [w.key for w in loads])

@@ -14,13 +14,12 @@ import flask
 import flask.testing
 import pytest
 
-import flask_asgi.extension
 import flask_asgi.protocol.http
 import flask_asgi.testing
 from flask_asgi import ASGI
 
 _original_init = flask.Flask.__init__
-_original_handle_http = flask_asgi.protocol.http.handle_http
+_original_handle = flask_asgi.protocol.http.HttpHandler.__call__
 asgi_requests = 0
 
 
@@ -29,15 +28,14 @@ def _init(self: flask.Flask, *args: Any, **kwargs: Any) -> None:
     ASGI(self)
 
 
-async def _counting_handle_http(*args: Any) -> None:
+async def _counting_handle(self: Any, *args: Any) -> None:
     global asgi_requests
     asgi_requests += 1
-    await _original_handle_http(*args)
+    await _original_handle(self, *args)
 
 
 flask.Flask.__init__ = _init  # type: ignore[method-assign]
-flask_asgi.protocol.http.handle_http = _counting_handle_http  # type: ignore[assignment]
-flask_asgi.extension.handle_http = _counting_handle_http  # type: ignore[assignment]
+flask_asgi.protocol.http.HttpHandler.__call__ = _counting_handle  # type: ignore[method-assign]
 flask.testing.FlaskClient.run_wsgi_app = (  # type: ignore[method-assign]
     flask_asgi.testing.FlaskClient.run_wsgi_app
 )

@@ -15,7 +15,7 @@ from . import server
 from .features import background, metrics, middleware, mounts, watchdog
 from .features.broadcast import Broadcast
 from .ground.asgi_types import Receive, Send
-from .ground.bridge import async_to_sync
+from .ground.bridge import async_to_sync, cached_ensure_sync
 from .ground.config import DEFAULTS
 from .ground.gc_tuning import parse_gc_setting, tune_gc
 from .ground.lifecycle import Lifecycle, StopSignal
@@ -23,7 +23,7 @@ from .ground.pools import worker_pool
 from .ground.serving_state import serving_state
 from .ground.state import EXTENSION_KEY, ServingHooks, asgi_of
 from .protocol.dispatch import EndpointClassifier
-from .protocol.http import handle_http
+from .protocol.http import HttpHandler
 from .protocol.lifespan import handle_lifespan
 from .protocol.probes import probe_response
 from .protocol.timeouts import TimeoutPolicy
@@ -47,6 +47,7 @@ class ASGI:
         self.classifier: EndpointClassifier
         self.timeouts: TimeoutPolicy
         self._stack: Any = None  # mounts and middleware around Flask (_compose)
+        self._http: HttpHandler | None = None  # http scopes (set by init_app)
         if app is not None:
             self.init_app(app)
 
@@ -59,6 +60,8 @@ class ASGI:
             app.config.setdefault(key, copy.copy(value))  # a list default is the app's own
         # The one seam: Flask runs every async view, hook and handler through this.
         app.async_to_sync = async_to_sync  # type: ignore[method-assign]
+        if type(app).ensure_sync is Flask.ensure_sync and "ensure_sync" not in vars(app):
+            app.ensure_sync = cached_ensure_sync(app)  # type: ignore[method-assign,assignment]
         if app.test_client_class is None:
             app.test_client_class = FlaskClient
         existing = app.extensions.get(EXTENSION_KEY)
@@ -92,6 +95,14 @@ class ASGI:
             self.hooks.stopping.append(metrics.serving_stopping)
         self.classifier = EndpointClassifier(app)
         self.timeouts = TimeoutPolicy(app)
+        this = weakref.ref(self)  # no cycle: an unused ASGI object (and its app) is freed at once
+
+        def executor_of() -> ThreadPoolExecutor:
+            asgi = this()
+            assert asgi is not None  # it is serving this request
+            return asgi._get_executor()
+
+        self._http = HttpHandler(app, self.classifier, executor_of, self.timeouts)
         if self.hooks.mounts or self.hooks.middleware:
             self._compose()
 
@@ -113,6 +124,9 @@ class ASGI:
     @property
     def executor(self) -> ThreadPoolExecutor:
         """The bounded pool that runs sync endpoints and ``run_sync`` calls."""
+        return self._get_executor()
+
+    def _get_executor(self) -> ThreadPoolExecutor:
         if self._executor is None:
             self._executor = worker_pool(int(self.app.config["FLASK_ASGI_THREADS"]))
         return self._executor
@@ -120,11 +134,12 @@ class ASGI:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            probe = probe_response(self.app, scope)  # health/readiness: before any environ
+            http = self._http
+            if http is None:
+                raise RuntimeError("ASGI() has no app yet: call init_app(app) first")
+            probe = probe_response(http.app, scope)  # health/readiness: before any environ
             if probe is None:
-                await handle_http(
-                    self.app, self.classifier, self.executor, scope, receive, send, self.timeouts
-                )
+                await http(scope, receive, send)
             else:
                 await send(probe[0])
                 await send(probe[1])

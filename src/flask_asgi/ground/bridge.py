@@ -25,9 +25,10 @@ import functools
 import inspect
 import threading
 import types
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import Executor
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
@@ -49,7 +50,8 @@ class BridgeGreenlet(greenlet):  # type: ignore[misc]
 
 
 class _Yield:
-    """A value a coroutine stepped in a greenlet yields to the event loop (a future)."""
+    """A value a coroutine stepped in a greenlet yields to the event loop (a future); a
+    finished job switches back with a tuple instead."""
 
     __slots__ = ("value",)
 
@@ -57,45 +59,32 @@ class _Yield:
         self.value = value
 
 
-class _Done:
-    """What a pooled greenlet switches back with when its job has returned or raised."""
-
-    __slots__ = ("value", "error")
-
-    def __init__(self, value: Any, error: BaseException | None) -> None:
-        self.value = value
-        self.error = error
-
-
-def _call_inline(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    """``fn(*args)``, but with a fixed number of arguments where it can.
-
-    On CPython 3.11 (measured) a call with ``*args`` re-enters the interpreter from C, which
-    puts one more C frame on the greenlet's stack; a greenlet that waits keeps a copy of
-    that stack for the whole wait (measured: 368 of its 2,488 bytes). A fixed-arity call
-    of a Python function runs inline.
-    """
-    n = len(args)
-    if n == 4:  # the request path: respond(wsgi_app, environ, exchange, buffer_limit)
-        return fn(args[0], args[1], args[2], args[3])
-    if n == 1:
-        return fn(args[0])
-    if n == 2:
-        return fn(args[0], args[1])
-    if n == 0:
-        return fn()
-    return fn(*args)
-
-
 def _greenlet_main(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    """The body of a pooled greenlet: run one job per switch, forever."""
+    """The body of a pooled greenlet: run one job per switch, forever.
+
+    It switches back with ``(result, None)`` or ``(None, exception)``. The job is called
+    with a fixed number of arguments where it can: on CPython 3.11 (measured) ``fn(*args)``
+    re-enters the interpreter from C, one more C frame on the greenlet's stack, of which a
+    waiting greenlet keeps a copy for the whole wait (368 of its 2,488 bytes).
+    """
+    done: tuple[Any, BaseException | None]
     while True:
         try:
-            done = _Done(_call_inline(fn, args), None)
+            n = len(args)
+            if n == 4:  # the request path: respond(wsgi_app, environ, exchange, buffer_limit)
+                done = (fn(args[0], args[1], args[2], args[3]), None)
+            elif n == 1:
+                done = (fn(args[0]), None)
+            elif n == 2:
+                done = (fn(args[0], args[1]), None)
+            elif n == 0:
+                done = (fn(), None)
+            else:
+                done = (fn(*args), None)
         except GreenletExit:
             raise  # the greenlet is being collected (its task is gone): let it die
         except BaseException as exc:  # noqa: B036 - handed to the driver, which raises it
-            done = _Done(None, exc)
+            done = (None, exc)
         fn = args = None  # type: ignore[assignment]  # drop references while idle
         fn, args = getcurrent().parent.switch(done)
 
@@ -108,31 +97,6 @@ def _greenlet_main(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
 # (with a cap of 256: 154-498 per 1,000 requests). Bounded: an idle one holds ~2 KiB.
 _idle = threading.local()
 _MAX_IDLE = 1024
-
-
-def _start(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[BridgeGreenlet, Any]:
-    """Run ``fn(*args)`` in a pooled greenlet until it finishes or first suspends."""
-    driver = getcurrent()
-    pool: list[BridgeGreenlet] | None = getattr(_idle, "pool", None)
-    if pool is None:
-        pool = _idle.pool = []
-    child = pool.pop() if pool else BridgeGreenlet(_greenlet_main)
-    child.parent = driver
-    # Share the task's Context: Flask's contexts pushed in the child are seen by the task.
-    child.gr_context = driver.gr_context
-    return child, child.switch(fn, args)
-
-
-def _finish(child: BridgeGreenlet, done: _Done) -> Any:
-    """Return ``child`` to its pool; return the job's result or raise its exception."""
-    child.gr_context = None
-    pool: list[BridgeGreenlet] = _idle.pool
-    if len(pool) < _MAX_IDLE:
-        pool.append(child)
-    if done.error is not None:
-        error, done.error = done.error, None
-        raise error
-    return done.value
 
 
 @types.coroutine
@@ -153,7 +117,16 @@ def in_greenlet(
     event loop from here. What the loop sends back (or throws, ``CancelledError``
     included) is passed into the child.
     """
-    child, request = _start(fn, args)
+    driver = getcurrent()
+    try:
+        pool: list[BridgeGreenlet] = _idle.pool
+    except AttributeError:
+        pool = _idle.pool = []
+    child = pool.pop() if pool else BridgeGreenlet(_greenlet_main)
+    child.parent = driver
+    # Share the task's Context: Flask's contexts pushed in the child are seen by the task.
+    child.gr_context = driver.gr_context
+    request = child.switch(fn, args)
     if type(request) is _Yield and on_suspend is not None:
         on_suspend(subject)
         on_suspend = subject = None
@@ -164,7 +137,16 @@ def in_greenlet(
             request = child.throw(exc)
         else:
             request = child.switch(value)
-    return _finish(child, request)  # type: ignore[no-any-return]
+    # The job is done: the child goes back to the pool (the same thread's: a greenlet
+    # cannot change threads), and its result or exception comes out here.
+    child.gr_context = None
+    if len(pool) < _MAX_IDLE:
+        pool.append(child)
+    value, error = request
+    if error is not None:
+        request = None
+        raise error
+    return value  # type: ignore[no-any-return]
 
 
 def _step(awaitable: Awaitable[T]) -> T:
@@ -178,7 +160,7 @@ def _step(awaitable: Awaitable[T]) -> T:
     # A coroutine is driven through its own methods, not bound ones kept for the wait
     # (two objects fewer per waiting request, and none to make when it does not wait).
     target: Any = awaitable
-    if not inspect.iscoroutine(awaitable):
+    if type(awaitable) is not types.CoroutineType and not inspect.iscoroutine(awaitable):
         iterator: Any = awaitable.__await__()
         if hasattr(iterator, "send") and hasattr(iterator, "throw"):
             target = iterator
@@ -300,6 +282,38 @@ def async_to_sync(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
         return await_(func(*args, **kwargs))
 
     return run
+
+
+def cached_ensure_sync(app: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``app.ensure_sync`` that remembers its answer per plain function.
+
+    Flask calls ``ensure_sync`` on every call of every view, hook and handler, and each
+    time ``inspect.iscoroutinefunction`` unwraps and inspects the function again (five
+    Python calls), then builds a new wrapper for an async one. A function cannot change
+    kind, so the answer is kept, for functions only (a bound method is a new object
+    every time), and dropped if the app's ``async_to_sync`` is replaced.
+    """
+    flask_ensure_sync = type(app).ensure_sync
+    # A weak reference: the app keeps this function, which must not keep the app (Flask
+    # frees an app at zero references, without waiting for the cycle collector).
+    this = weakref.ref(app)
+    cache: dict[Any, Callable[..., Any]] = {}
+    seen: list[Any] = [None]
+
+    def ensure_sync(func: Callable[..., Any]) -> Callable[..., Any]:
+        app: Any = this()
+        wrapped = cache.get(func) if type(func) is types.FunctionType else None
+        if wrapped is not None and seen[0] is app.async_to_sync:
+            return wrapped
+        wrapped = cast("Callable[..., Any]", flask_ensure_sync(app, func))
+        if type(func) is types.FunctionType:
+            if seen[0] is not app.async_to_sync or len(cache) >= 4096:
+                cache.clear()
+                seen[0] = app.async_to_sync
+            cache[func] = wrapped
+        return wrapped
+
+    return ensure_sync
 
 
 def _call_in_worker(

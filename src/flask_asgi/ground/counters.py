@@ -8,13 +8,20 @@ Gauges go up and down; ``*_total`` counters only go up.
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass, field, fields
+from typing import Protocol
+
+
+class InFlightSource(Protocol):
+    """Counts of one app's HTTP requests in flight (a ``ServingState``)."""
+
+    async_requests: int
+    sync_requests: int
 
 
 @dataclass
 class RequestCounters:
-    #: HTTP requests being handled now (from the scope's arrival to the last message).
-    in_flight: int = 0
     #: Sync HTTP requests queued for a worker thread (their body already received).
     waiting: int = 0
     #: 503s because FLASK_ASGI_MAX_REQUESTS requests were in flight.
@@ -28,7 +35,26 @@ class RequestCounters:
     request_timeouts_total: int = 0
     #: Connections closed because no complete request headers came in time (flask serve).
     header_timeouts_total: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+    _sources: weakref.WeakSet[InFlightSource] = field(
+        default_factory=weakref.WeakSet, init=False, repr=False, compare=False
+    )
+
+    @property
+    def in_flight(self) -> int:
+        """HTTP requests being handled now, by every app of the process.
+
+        Summed from each app's own counts (:meth:`track`), which its loop keeps as plain
+        ints: a process-wide counter under a lock, twice per request, was a measurable
+        part of a request that answers at once.
+        """
+        return sum(s.async_requests + s.sync_requests for s in list(self._sources))
+
+    def track(self, source: InFlightSource) -> None:
+        """Count ``source``'s requests in :attr:`in_flight` (for as long as it lives)."""
+        self._sources.add(source)
 
     def add(self, name: str, amount: int = 1) -> int:
         """Add ``amount`` to the count ``name`` (from any thread); return the new value."""
@@ -40,7 +66,8 @@ class RequestCounters:
     def snapshot(self) -> dict[str, int]:
         """All the counts at one instant."""
         with self._lock:
-            return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_lock"}
+            counts = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+        return {"in_flight": self.in_flight, **counts}
 
 
 class WaitingTicket:

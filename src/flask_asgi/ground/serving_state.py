@@ -16,6 +16,8 @@ from typing import Any
 
 from flask import Flask
 
+from .counters import counters
+
 STATE_KEY = "flask_asgi.serving"
 
 #: Upper bounds (seconds) of the loop-lag histogram's buckets; the last bucket is +inf.
@@ -78,4 +80,5 @@ def serving_state(app: Flask) -> ServingState:
     state = app.extensions.get(STATE_KEY)
     if not isinstance(state, ServingState):
         state = app.extensions[STATE_KEY] = ServingState()
+        counters.track(state)  # its requests count in the process's in_flight
     return state

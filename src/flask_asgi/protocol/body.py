@@ -83,6 +83,7 @@ class RequestBody:
         "feed",
         "label",
         "content_length",
+        "_pending",
     )
 
     def __init__(self, receive: Receive, content_length: int | None, complete: bool) -> None:
@@ -104,6 +105,37 @@ class RequestBody:
         #: Set for a sync endpoint: the messages come from the loop through it.
         self.feed: MessageSource | None = None
         self.label = ""  # "METHOD /path", for the timeout's log line
+        #: A body message taken by :meth:`prefetch`, or the receive it started, still
+        #: waiting (resumed by the first read).
+        self._pending: Any = None
+
+    def prefetch(self) -> None:
+        """On the loop, before an async endpoint runs: take a body message that has
+        already arrived (a small body, on most servers) without waiting for one.
+
+        The app then reads it from here, with no trip through ``await_``. A receive that
+        has to wait is kept as it is and resumed by the app's first read, so nothing is
+        received early: the client's pace, the body timeout and ``MAX_CONTENT_LENGTH``
+        apply as before.
+        """
+        pending: Any = self._receive()
+        if type(pending) is not types.CoroutineType:
+            self._pending = pending  # another kind of awaitable: awaited by the first read
+            return
+        try:
+            yielded = pending.send(None)
+        except StopIteration as stop:
+            self._pending = stop.value  # a message: a dict
+            return
+        self._pending = (pending, yielded)
+
+    def drop_pending(self) -> None:
+        """The request is over: close a receive that was started and never awaited."""
+        pending, self._pending = self._pending, None
+        if type(pending) is tuple:
+            pending[0].close()
+        elif type(pending) is types.CoroutineType:
+            pending.close()
 
     async def receive_in_time(self) -> dict[str, Any]:
         """``receive()``, on the loop, within what is left of the body timeout.
@@ -112,11 +144,21 @@ class RequestBody:
         view that reads late is not punished for it.
         """
         budget = self.time_left
-        if budget is None:
+        pending: Any = self._pending
+        if pending is not None:
+            self._pending = None
+            if type(pending) is tuple:  # the receive prefetch() started: resume it
+                pending = _rest_of(*pending)
+        elif budget is None:
             return await self._receive()
+        else:
+            pending = self._receive()
+        if budget is None:
+            return await pending  # type: ignore[no-any-return]
         if self.timed_out:
+            if hasattr(pending, "close"):
+                pending.close()
             raise BodyTimeout()
-        pending: Any = self._receive()
         if type(pending) is types.CoroutineType:
             # A message that has already arrived (a small body, on most servers) comes back
             # at the first step: it needs no timer, which costs more than the receive.
@@ -146,6 +188,8 @@ class RequestBody:
         """Receive one more message into the buffer."""
         if self.feed is not None:
             message = self.feed.next_message()
+        elif type(self._pending) is dict:
+            message, self._pending = self._pending, None  # prefetch() took it
         else:
             message = await_(self.receive_in_time())
         kind = message["type"]

@@ -23,18 +23,21 @@ from ..ground.bridge import await_, in_greenlet, run_in_worker
 from ..ground.counters import WaitingTicket, counters
 from ..ground.lifecycle import Lifecycle
 from ..ground.serving_state import serving_state
-from ..ground.state import lifecycle_of
+from ..ground.state import hooks_of
 from .body import BodyTimeout, RequestBody
 from .body_feed import BodyFeed, preread
 from .dispatch import EndpointClassifier
 from .environ import build_environ
 from .refusal import refuse
-from .timeouts import RequestTimer, TimeoutPolicy, request_timer
+from .timeouts import RequestTimer, TimeoutPolicy
 
 #: Answered when the client gave up on its body, so the connection is not reused.
 CLOSE = (b"connection", b"close")
 #: With a 503 for overload: the client may try again in a second.
 RETRY_AFTER = (b"retry-after", b"1")
+#: An async endpoint's declared body up to this size: its first message is taken on the
+#: loop if it has already arrived (RequestBody.prefetch).
+_PREFETCH_LIMIT = 64 * 1024
 #: The read-ahead buffer of a sync endpoint holds at least this much.
 _MIN_READ_AHEAD = 64 * 1024
 
@@ -56,16 +59,25 @@ class Exchange:
         "watch_pending",
         "lifecycle",
         "timer",
+        "cancellable",
     )
 
     def __init__(
-        self, send: Send, receive: Receive, body: RequestBody, lifecycle: Lifecycle | None = None
+        self,
+        send: Send,
+        receive: Receive,
+        body: RequestBody,
+        lifecycle: Lifecycle | None = None,
+        cancellable: bool = False,
     ) -> None:
         self.send = send
         self.receive = receive
         self.body = body
-        #: The request task to cancel when the client leaves (async endpoints only).
+        #: The request task to cancel when the client leaves (async endpoints only), looked
+        #: up once the request waits or streams (:meth:`request_task`): most never do.
         self.task: asyncio.Task[Any] | None = None
+        #: An async endpoint: its request task may be cancelled (a sync view cannot be).
+        self.cancellable = cancellable
         self.status = 0
         self.started = False  # http.response.start has been sent
         self.headers: list[tuple[bytes, bytes]] = []
@@ -97,6 +109,11 @@ class Exchange:
         if self.body.timed_out or (self.lifecycle is not None and self.lifecycle.close_connections):
             self.headers.append(CLOSE)
         return self._write
+
+    def request_task(self) -> None:
+        """Note the request task, from code running in it (its greenlet, or the task)."""
+        if self.cancellable and self.task is None:
+            self.task = asyncio.current_task()
 
     def _write(self, data: bytes) -> None:
         raise NotImplementedError("flask-asgi does not support WSGI's write() callable")
@@ -155,6 +172,7 @@ def respond(
 
 
 async def _start_streaming(exchange: Exchange) -> None:
+    exchange.request_task()  # an async endpoint's greenlet runs in its request task
     exchange.started = True
     await exchange.send(
         {"type": "http.response.start", "status": exchange.status, "headers": exchange.headers}
@@ -254,98 +272,138 @@ def _watch_when_complete(exchange: Exchange) -> None:
 
 def _first_await(exchange: Exchange) -> None:
     # Only requests that really wait need someone listening for a disconnect.
+    exchange.request_task()
     _schedule().add(exchange)
 
 
-async def handle_http(
-    app: Flask,
-    classifier: EndpointClassifier,
-    executor: Executor,
-    scope: dict[str, Any],
-    receive: Receive,
-    send: Send,
-    timeouts: TimeoutPolicy | None = None,
-) -> None:
-    """The ASGI entry point for ``http`` scopes (``timeouts``: the app's request timeouts)."""
-    max_requests: int = app.config["FLASK_ASGI_MAX_REQUESTS"]
-    if counters.add("in_flight") > max_requests > 0:
-        counters.add("in_flight", -1)
-        counters.add("refused_max_requests_total")
-        await refuse(send, ServiceUnavailable(), [RETRY_AFTER])
-        return
-    try:
-        await _handle(app, classifier, executor, scope, receive, send, timeouts)
-    finally:
-        counters.add("in_flight", -1)
+class HttpHandler:
+    """The ASGI entry point for one app's ``http`` scopes.
 
+    What every request needs (the app, its classifier, timeouts and hooks) is looked up
+    once, here, and the request runs in this one coroutine: each level of coroutine and
+    each argument passed down was a measurable part of a request that answers at once.
+    ``executor_of`` gives the worker pool, made on the first sync request.
+    """
 
-async def _handle(
-    app: Flask,
-    classifier: EndpointClassifier,
-    executor: Executor,
-    scope: dict[str, Any],
-    receive: Receive,
-    send: Send,
-    timeouts: TimeoutPolicy | None,
-) -> None:
-    environ = build_environ(scope, receive)
-    # Read per request, as Flask reads its own settings (MAX_CONTENT_LENGTH...).
-    config = app.config
-    buffer_limit: int = config["FLASK_ASGI_RESPONSE_BUFFER"]
-    body: RequestBody = environ["wsgi.input"]
-    if not body.complete:
-        timeout = float(config["FLASK_ASGI_BODY_TIMEOUT"])
-        body.time_left = timeout if timeout > 0 else None
-        body.label = f"{scope['method']} {scope['path']}"
-    exchange = Exchange(send, receive, body, lifecycle_of(app))
-    state = serving_state(app)  # in-flight counts (plain ints: this is the loop thread)
-    is_async = classifier.is_async(environ)
-    if is_async:
+    __slots__ = ("app", "classifier", "executor_of", "timeouts", "hooks")
+
+    def __init__(
+        self,
+        app: Flask,
+        classifier: EndpointClassifier,
+        executor_of: Callable[[], Executor],
+        timeouts: TimeoutPolicy | None = None,
+    ) -> None:
+        self.app = app
+        self.classifier = classifier
+        self.executor_of = executor_of
+        self.timeouts = timeouts
+        self.hooks = hooks_of(app)
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        app = self.app
+        # Read per request, as Flask reads its own settings (MAX_CONTENT_LENGTH...).
+        config = app.config
+        max_requests: int = config["FLASK_ASGI_MAX_REQUESTS"]
+        if max_requests > 0 and counters.in_flight >= max_requests:
+            counters.add("refused_max_requests_total")
+            await refuse(send, ServiceUnavailable(), [RETRY_AFTER])
+            return
+        environ = build_environ(scope, receive)
+        body: RequestBody = environ["wsgi.input"]
+        is_async = self.classifier.is_async(environ)
+        if not body.complete:
+            timeout = float(config["FLASK_ASGI_BODY_TIMEOUT"])
+            body.time_left = timeout if timeout > 0 else None
+            body.label = f"{scope['method']} {scope['path']}"
+            if is_async and _small(body.content_length, config.get("MAX_CONTENT_LENGTH")):
+                body.prefetch()
+        hooks = self.hooks
+        exchange = Exchange(
+            send, receive, body, hooks.lifecycle if hooks is not None else None, is_async
+        )
+        limit: int = config["FLASK_ASGI_RESPONSE_BUFFER"]
+        state = serving_state(app)  # in-flight counts (plain ints: this is the loop thread)
+        if not is_async:
+            state.sync_requests += 1
+            try:
+                await self._run_sync(environ, exchange, limit)
+            finally:
+                state.sync_requests -= 1
+                _end(exchange)
+            return
+        # An async endpoint: the whole request in a greenlet of this task (inline here: one
+        # coroutine fewer per request).
         state.async_requests += 1
-    else:
-        state.sync_requests += 1
-    task = asyncio.current_task() if is_async else None
-    timer = exchange.timer = request_timer(timeouts, environ, lambda: exchange.finished, task)
-    try:
-        if task is not None:
-            exchange.task = task
+        try:
+            timer = exchange.timer = self._timer(environ, exchange)
             if timer is not None:
                 timer.start()
             try:
                 messages = await in_greenlet(
-                    respond, (app.wsgi_app, environ, exchange, buffer_limit), _first_await, exchange
+                    respond, (app.wsgi_app, environ, exchange, limit), _first_await, exchange
                 )
             except asyncio.CancelledError:
                 timed_out = timer is not None and timer.expired
-                if (exchange.disconnected or timed_out) and task.uncancel() == 0:
-                    # The view saw CancelledError and teardown ran. A client that left
-                    # gets nothing; one whose response has started gets it unfinished
-                    # (the server closes the connection), else 504.
+                task = asyncio.current_task()
+                if (exchange.disconnected or timed_out) and task and task.uncancel() == 0:
+                    # The view saw CancelledError and teardown ran. A client that left gets
+                    # nothing; one whose response has started gets it unfinished (the
+                    # server closes the connection), else 504.
                     if not exchange.disconnected and not exchange.started:
                         await _refuse_timed_out(exchange)
                     return
                 raise
-            if timer is not None and timer.expired:
-                task.uncancel()  # the view caught the cancellation and answered anyway
-        else:
-            messages = await _run_sync(app, executor, environ, exchange, buffer_limit)
+            if timer is not None and timer.expired and timer.task is not None:
+                timer.task.uncancel()  # the view caught the cancellation and answered anyway
+            if messages is not None:
+                exchange.finished = True
+                await send(messages[0])
+                await send(messages[1])
+        finally:
+            state.async_requests -= 1
+            _end(exchange)
+
+    def _timer(self, environ: dict[str, Any], exchange: Exchange) -> RequestTimer | None:
+        seconds = None if self.timeouts is None else self.timeouts.seconds_for(environ)
+        if seconds is None:
+            return None
+        task = asyncio.current_task() if exchange.cancellable else None
+        exchange.task = task
+        return RequestTimer(seconds, self.app, environ, lambda: exchange.finished, task)
+
+    async def _run_sync(self, environ: dict[str, Any], exchange: Exchange, limit: int) -> None:
+        exchange.timer = self._timer(environ, exchange)
+        messages = await _run_sync(self.app, self.executor_of(), environ, exchange, limit)
         if messages is not None:
             exchange.finished = True
-            await send(messages[0])
-            await send(messages[1])
-    finally:
-        if timer is not None:
-            timer.cancel()
-        if is_async:
-            state.async_requests -= 1
-        else:
-            state.sync_requests -= 1
-        if body.feed is not None:
-            body.feed.close()
-        if exchange.watch_pending:
-            _schedule().discard(exchange)
-        if exchange.watcher is not None:
-            exchange.watcher.cancel()
+            await exchange.send(messages[0])
+            await exchange.send(messages[1])
+
+
+def _small(length: int | None, max_length: int | None) -> bool:
+    """A declared body small enough to take off the server's queue before the app runs:
+    never one Werkzeug refuses from its Content-Length (413 before anything is received)."""
+    return (
+        length is not None
+        and length <= _PREFETCH_LIMIT
+        and (max_length is None or length <= max_length)
+    )
+
+
+def _end(exchange: Exchange) -> None:
+    """What a finished request leaves behind: its timer, body feed and disconnect watch."""
+    if exchange.timer is not None:
+        exchange.timer.cancel()
+    body = exchange.body
+    if body.feed is not None:
+        body.feed.close()
+    if not body.complete:  # a prefetched message or receive may be left
+        body.drop_pending()
+    if exchange.watch_pending:
+        _schedule().discard(exchange)
+    if exchange.watcher is not None:
+        exchange.watcher.cancel()
 
 
 async def _run_sync(

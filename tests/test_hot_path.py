@@ -1,0 +1,233 @@
+"""What the lean request path must keep doing: a prefetched body, a receive left pending,
+the process's in-flight count over several apps, and Flask's ``ensure_sync`` answers."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from typing import Any
+
+from flask import Flask, request
+from helpers import http_scope
+
+from flask_asgi import ASGI
+from flask_asgi.ground.counters import counters
+
+BODY = b'{"n": 1}'
+JSON = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
+
+
+def echo_app(kept: list[Any] | None = None) -> tuple[Flask, ASGI]:
+    app = Flask(__name__)
+
+    @app.post("/echo")
+    async def echo() -> Any:
+        return request.get_json()
+
+    @app.post("/ignore")
+    async def ignore() -> str:
+        if kept is not None:
+            kept.append(request.environ)  # keeps wsgi.input (and what it holds) alive
+        return "not read"
+
+    return app, ASGI(app)
+
+
+async def call(asgi: ASGI, path: str, receive: Any) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(asgi(http_scope(path, "POST", JSON), receive, send), 10)
+    return sent
+
+
+async def test_a_body_that_has_arrived_is_read_once() -> None:
+    _, asgi = echo_app()
+    calls = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            await asyncio.sleep(3600)  # a second receive would wait for good
+        return {"type": "http.request", "body": BODY, "more_body": False}
+
+    sent = await call(asgi, "/echo", receive)
+    assert sent[0]["status"] == 200 and sent[1]["body"].strip() == BODY.replace(b" ", b"")
+    assert calls == 1
+
+
+async def test_a_body_still_on_its_way_is_waited_for_by_the_read() -> None:
+    _, asgi = echo_app()
+    arrived = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await arrived.wait()
+        return {"type": "http.request", "body": BODY, "more_body": False}
+
+    task = asyncio.create_task(call(asgi, "/echo", receive))
+    await asyncio.sleep(0.05)
+    assert not task.done()  # the view waits in its read, not the handler before it
+    arrived.set()
+    sent = await task
+    assert sent[0]["status"] == 200 and b'"n":1' in sent[1]["body"].replace(b" ", b"")
+
+
+async def test_a_receive_nobody_read_is_closed_when_the_request_ends() -> None:
+    kept: list[Any] = []
+    _, asgi = echo_app(kept)
+    closed = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            closed.set()
+        raise AssertionError("unreachable")
+
+    sent = await call(asgi, "/ignore", receive)
+    assert sent[0]["status"] == 200 and sent[1]["body"] == b"not read"
+    assert closed.is_set()  # the receive the handler started did not outlive the request
+
+
+async def test_a_declared_body_over_max_content_length_is_not_taken() -> None:
+    app, asgi = echo_app()
+    app.config["MAX_CONTENT_LENGTH"] = 4
+    calls = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        return {"type": "http.request", "body": BODY, "more_body": False}
+
+    sent = await call(asgi, "/echo", receive)
+    assert sent[0]["status"] == 413
+    assert calls == 0  # refused from the header alone
+
+
+async def test_in_flight_counts_every_app_of_the_process() -> None:
+    gate = asyncio.Event()
+    asgis = []
+    for _ in range(2):
+        app = Flask(__name__)
+
+        @app.get("/wait")
+        async def wait() -> str:
+            await gate.wait()
+            return "ok"
+
+        asgis.append(ASGI(app))
+    before = counters.in_flight
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    tasks = [
+        asyncio.create_task(asgi(http_scope("/wait"), receive, send))
+        for asgi in asgis
+        for _ in range(3)
+    ]
+    await asyncio.sleep(0.05)
+    assert counters.in_flight - before == 6
+    assert counters.snapshot()["in_flight"] - before == 6
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert counters.in_flight == before
+
+
+async def test_max_requests_counts_requests_of_the_app_in_flight() -> None:
+    app = Flask(__name__)
+    app.config["FLASK_ASGI_MAX_REQUESTS"] = counters.in_flight + 2
+    gate = asyncio.Event()
+
+    @app.get("/wait")
+    async def wait() -> str:
+        await gate.wait()
+        return "ok"
+
+    asgi = ASGI(app)
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    tasks = [asyncio.create_task(asgi(http_scope("/wait"), receive, send)) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    await asgi(http_scope("/wait"), receive, send)  # the third: refused at once
+    assert statuses == [503]
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert statuses == [503, 200, 200]
+
+
+def test_ensure_sync_keeps_its_answer_per_function() -> None:
+    app = Flask(__name__)
+    ASGI(app)
+
+    async def view() -> str:
+        return "x"
+
+    def sync_view() -> str:
+        return "y"
+
+    assert app.ensure_sync(view) is app.ensure_sync(view)
+    assert app.ensure_sync(sync_view) is sync_view
+    with app.test_request_context():
+        assert app.ensure_sync(view)() == "x"
+
+
+def test_a_new_async_to_sync_is_used_at_once() -> None:
+    app = Flask(__name__)
+    ASGI(app)
+
+    async def view() -> str:
+        return "x"
+
+    app.ensure_sync(view)
+    app.async_to_sync = lambda func: lambda: "replaced"  # type: ignore[method-assign]
+    assert app.ensure_sync(view)() == "replaced"
+
+
+def test_an_overridden_ensure_sync_is_left_alone() -> None:
+    class Custom(Flask):
+        def ensure_sync(self, func: Any) -> Any:
+            return lambda *a, **k: "custom"
+
+    app = Custom(__name__)
+    ASGI(app)
+
+    async def view() -> str:
+        return "x"
+
+    assert "ensure_sync" not in vars(app)
+    assert app.ensure_sync(view)() == "custom"
+
+
+def test_the_app_is_freed_at_zero_references() -> None:
+    app = Flask(__name__)
+
+    @app.get("/")
+    async def index() -> str:
+        return "ok"
+
+    asgi = ASGI(app)
+    assert app.ensure_sync(index) is app.ensure_sync(index)  # the cache holds a function
+    ref = weakref.ref(app)
+    gc.disable()
+    try:
+        del app, asgi, index
+        assert ref() is None  # by reference counting alone, as Flask's own suite checks
+    finally:
+        gc.enable()
