@@ -60,6 +60,8 @@ UPSTREAM_WORKLOADS = {"fanout-aiohttp"}
 UPSTREAM_PORT = 9100
 #: The ceiling app serves only the routes that need no waiting.
 CEILING_WORKLOADS = {"hello", "sync-hello", "echo"}
+#: Workloads only flask-asgi's app serves (a plain ``def`` view in a worker thread).
+FLASK_ASGI_ONLY = {"sync-hello"}
 
 
 def _uvicorn(target: str, port: int) -> list[str]:
@@ -254,6 +256,8 @@ def main() -> None:
                 shift = pass_no % len(pairs)
                 for server, app in pairs[shift:] + pairs[:shift]:
                     if server == "inline-ceiling" and workload.key not in CEILING_WORKLOADS:
+                        continue
+                    if app != "flask-asgi" and workload.key in FLASK_ASGI_ONLY:
                         continue
                     name = column(server, app)
                     port += 1

@@ -231,3 +231,20 @@ def test_the_app_is_freed_at_zero_references() -> None:
         assert ref() is None  # by reference counting alone, as Flask's own suite checks
     finally:
         gc.enable()
+
+
+async def test_a_body_timeout_names_the_request(caplog: Any) -> None:
+    app, asgi = echo_app()
+    app.config["FLASK_ASGI_BODY_TIMEOUT"] = 0.1
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(3600)  # the body never comes
+        raise AssertionError("unreachable")
+
+    with caplog.at_level("WARNING", logger="flask_asgi"):
+        sent = await call(asgi, "/echo", receive)
+    assert sent[0]["status"] == 408
+    assert any(
+        "FLASK_ASGI_BODY_TIMEOUT" in r.getMessage() and "POST /echo" in r.getMessage()
+        for r in caplog.records
+    )

@@ -104,7 +104,8 @@ class RequestBody:
         self.timed_out = False
         #: Set for a sync endpoint: the messages come from the loop through it.
         self.feed: MessageSource | None = None
-        self.label = ""  # "METHOD /path", for the timeout's log line
+        #: The request's scope, named in the timeout's log line (formatted only then).
+        self.label: dict[str, Any] | None = None
         #: A body message taken by :meth:`prefetch`, or the receive it started, still
         #: waiting (resumed by the first read).
         self._pending: Any = None
@@ -178,7 +179,7 @@ class RequestBody:
             logger.warning(
                 "request body not received within FLASK_ASGI_BODY_TIMEOUT, giving up on it"
                 " (408, connection closed): %s",
-                self.label,
+                f"{self.label['method']} {self.label['path']}" if self.label else "?",
             )
             raise BodyTimeout() from None
         finally:
