@@ -1026,7 +1026,12 @@ def update_docs(data: dict[str, Any]) -> None:
         "",
         *summary_table(data),
         "",
-        "### Targets",
+        "### The first targets (frameworks on uvicorn)",
+        "",
+        "The current targets, against the inline-Flask ceiling and on every server, come"
+        " from `bench/servers.py`, `bench/memory.py` and `bench/openloop.py`: see"
+        " [Per server, the ceiling, and the targets of issue 10]"
+        "(#per-server-the-ceiling-and-the-targets-of-issue-10).",
         "",
         *targets_table(data["targets"]),
         "",
