@@ -54,7 +54,12 @@ def ready() -> str:
 @app.get("/info")
 async def info() -> dict[str, Any]:
     await asyncio.sleep(float(request.args.get("s", "0")))
-    return {"pid": os.getpid(), "script_root": request.script_root, "path": request.path}
+    return {
+        "pid": os.getpid(),
+        "script_root": request.script_root,
+        "path": request.path,
+        "loop": type(asyncio.get_running_loop()).__module__,
+    }
 
 
 @app.get("/async")

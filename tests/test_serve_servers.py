@@ -36,6 +36,8 @@ def test_granian_gets_every_option() -> None:
     assert server.workers_kill_timeout == 3  # whole seconds, rounded up
     assert server.http1_settings.header_read_timeout == HEADER_READ_TIMEOUT * 1000
     assert granian_server(FACTORY, ServeOptions("::1", 1, reload=True)).reload_on_changes
+    assert server.loop.value == "auto"
+    assert granian_server(FACTORY, ServeOptions("::1", 1, loop="asyncio")).loop.value == "asyncio"
 
 
 def test_hypercorn_gets_every_option() -> None:
@@ -45,6 +47,8 @@ def test_hypercorn_gets_every_option() -> None:
     assert (config.root_path, config.graceful_timeout, config.loglevel) == ("/p", 2.5, "WARNING")
     config = hypercorn_config(FACTORY, ServeOptions("127.0.0.1", 1, 3, True, "trace"))
     assert (config.workers, config.use_reloader, config.loglevel) == (3, True, "DEBUG")
+    assert config.worker_class == "asyncio"  # "auto": hypercorn's default
+    assert hypercorn_config(FACTORY, ServeOptions("::1", 1, loop="uvloop")).worker_class == "uvloop"
 
 
 def _serve(server: str, port: int, *extra: str, marker: Path | None = None) -> Any:
@@ -94,6 +98,21 @@ def test_workers_and_root_path(server: str) -> None:
         output = proc.communicate(timeout=30)[0]
     warned = "does not let in-flight requests finish on SIGTERM" in output
     assert warned is (server == "hypercorn"), output
+
+
+@pytest.mark.parametrize("server", ["uvicorn", *OTHERS])
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_loop_is_the_one_asked_for(server: str, loop: str) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = _serve(server, port, "--loop", loop)
+    try:
+        _wait_ready(proc, base)
+        running = httpx.get(base + "/info", timeout=10).json()["loop"]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert running == ("uvloop" if loop == "uvloop" else "asyncio.unix_events"), running
 
 
 # hypercorn 0.18 drains on SIGTERM with one worker only: with several, its supervisor

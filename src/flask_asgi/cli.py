@@ -79,6 +79,14 @@ def debug_setup(asgi: ASGI) -> ASGI:
 )
 @click.option("--root-path", default="", help="Mount point when behind a proxy prefix.")
 @click.option(
+    "--loop",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "asyncio", "uvloop"]),
+    help="The event loop (auto: the server's default, uvloop when installed on uvicorn and"
+    " granian). asyncio serves an overloaded process more evenly (docs/deployment.md).",
+)
+@click.option(
     "--timeout-graceful-shutdown",
     type=float,
     default=None,
@@ -95,9 +103,10 @@ def serve_command(
     reload: bool | None,
     log_level: str,
     root_path: str,
+    loop: str,
     timeout_graceful_shutdown: float | None,
 ) -> None:
-    options: dict[str, Any] = {"log_level": log_level, "root_path": root_path}
+    options: dict[str, Any] = {"log_level": log_level, "root_path": root_path, "loop": loop}
     if reload is None:
         reload = get_debug_flag()
     if workers > 1 or reload:
@@ -117,7 +126,7 @@ def serve_command(
         if info.app_import_path:
             os.environ[_APP_ENV] = info.app_import_path
         chosen = ServeOptions(
-            host, port, workers, reload, log_level, root_path, timeout_graceful_shutdown
+            host, port, workers, reload, log_level, root_path, timeout_graceful_shutdown, loop
         )
         try:
             status = run_server(server_name, "flask_asgi.cli:app_factory", chosen)

@@ -31,6 +31,8 @@ class ServeOptions:
     root_path: str = ""
     #: Seconds in-flight requests get to finish on SIGTERM.
     timeout_graceful_shutdown: float = 10.0
+    #: The event loop: "auto" (the server's default), "asyncio" or "uvloop".
+    loop: str = "auto"
 
 
 class ServerMissing(RuntimeError):

@@ -15,7 +15,7 @@ def granian_server(factory: str, options: ServeOptions) -> Any:
     """A ``granian.Granian`` server for ``options`` that loads the app with ``factory``."""
     try:
         from granian import Granian
-        from granian.constants import Interfaces
+        from granian.constants import Interfaces, Loops
         from granian.http import HTTP1Settings
         from granian.log import LogLevels
     except ImportError:
@@ -26,6 +26,7 @@ def granian_server(factory: str, options: ServeOptions) -> Any:
         address=options.host,
         port=options.port,
         interface=Interfaces.ASGI,  # with the lifespan protocol (ASGINL has none)
+        loop=Loops(options.loop),
         workers=options.workers,
         reload=options.reload,
         log_level=LogLevels(_LOG_LEVELS.get(options.log_level, options.log_level)),

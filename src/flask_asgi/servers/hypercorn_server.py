@@ -31,6 +31,8 @@ def hypercorn_config(factory: str, options: ServeOptions) -> Any:
     config.graceful_timeout = options.timeout_graceful_shutdown
     config.loglevel = _LOG_LEVELS.get(options.log_level, options.log_level.upper())
     config.accesslog = "-"  # like uvicorn's and granian's default access log on stdout
+    if options.loop != "auto":  # hypercorn's own default is asyncio
+        config.worker_class = options.loop
     # Slow-header defence: hypercorn's keep-alive timer (5 s) runs until a request's head
     # is complete, so a client dripping header lines is dropped then (measured). Its
     # read_timeout would also drop quiet SSE and WebSocket clients, so it stays off.
