@@ -248,3 +248,25 @@ async def test_a_body_timeout_names_the_request(caplog: Any) -> None:
         "FLASK_ASGI_BODY_TIMEOUT" in r.getMessage() and "POST /echo" in r.getMessage()
         for r in caplog.records
     )
+
+
+async def test_a_receive_that_is_no_coroutine_function_is_left_to_the_app() -> None:
+    # granian's receive makes an awaitable that may start receiving when it is made: it is
+    # not called before the app reads the body.
+    _, asgi = echo_app()
+    made = 0
+
+    class Receive:
+        def __call__(self) -> Any:
+            nonlocal made
+            made += 1
+            return self.message()
+
+        async def message(self) -> dict[str, Any]:
+            return {"type": "http.request", "body": BODY, "more_body": False}
+
+    receive = Receive()
+    assert (await call(asgi, "/ignore", receive))[0]["status"] == 200
+    assert made == 0
+    sent = await call(asgi, "/echo", receive)
+    assert sent[0]["status"] == 200 and made == 1

@@ -11,6 +11,7 @@ Waiting for the client's bytes is limited to ``FLASK_ASGI_BODY_TIMEOUT`` seconds
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import types
 from collections.abc import Callable, Generator, Iterator
@@ -119,9 +120,16 @@ class RequestBody:
         received early: the client's pace, the body timeout and ``MAX_CONTENT_LENGTH``
         apply as before.
         """
-        pending: Any = self._receive()
+        # Only a receive that is an ``async def`` (uvicorn's, hypercorn's, a middleware's):
+        # a coroutine can be stepped once and closed unread. Another kind of awaitable
+        # (granian's) may start receiving when it is made, so it is left to the app's read.
+        receive = self._receive
+        code = getattr(getattr(receive, "__func__", receive), "__code__", None)
+        if code is None or not code.co_flags & inspect.CO_COROUTINE:
+            return
+        pending: Any = receive()
         if type(pending) is not types.CoroutineType:
-            self._pending = pending  # another kind of awaitable: awaited by the first read
+            self._pending = pending  # awaited by the first read
             return
         try:
             yielded = pending.send(None)

@@ -327,7 +327,7 @@ class HttpHandler:
         if not is_async:
             state.sync_requests += 1
             try:
-                await self._run_sync(environ, exchange, limit)
+                await self._serve_sync(environ, exchange, limit)
             finally:
                 state.sync_requests -= 1
                 _end(exchange)
@@ -372,7 +372,7 @@ class HttpHandler:
         exchange.task = task
         return RequestTimer(seconds, self.app, environ, lambda: exchange.finished, task)
 
-    async def _run_sync(self, environ: dict[str, Any], exchange: Exchange, limit: int) -> None:
+    async def _serve_sync(self, environ: dict[str, Any], exchange: Exchange, limit: int) -> None:
         exchange.timer = self._timer(environ, exchange)
         messages = await _run_sync(self.app, self.executor_of(), environ, exchange, limit)
         if messages is not None:

@@ -147,18 +147,3 @@ class RequestTimer:
             self.seconds,
         )
         self.task.cancel(f"request timeout ({self.seconds:g} s) reached")
-
-
-def request_timer(
-    policy: TimeoutPolicy | None,
-    environ: dict[str, Any],
-    is_done: Callable[[], bool],
-    task: asyncio.Task[Any] | None,
-) -> RequestTimer | None:
-    """The request's timer (not started yet), or None when it has no timeout."""
-    if policy is None:
-        return None
-    seconds = policy.seconds_for(environ)
-    if seconds is None:
-        return None
-    return RequestTimer(seconds, policy.app, environ, is_done, task)
