@@ -4,6 +4,7 @@ the process's in-flight count over several apps, and Flask's ``ensure_sync`` ans
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import weakref
 from typing import Any
@@ -270,3 +271,47 @@ async def test_a_receive_that_is_no_coroutine_function_is_left_to_the_app() -> N
     assert made == 0
     sent = await call(asgi, "/echo", receive)
     assert sent[0]["status"] == 200 and made == 1
+
+
+async def test_a_worker_job_whose_caller_was_cancelled_counts_until_it_ends() -> None:
+    import threading
+
+    from flask_asgi.ground.bridge import run_in_worker
+    from flask_asgi.ground.pools import worker_pool
+
+    pool: Any = worker_pool(3)
+    release = threading.Event()
+    started = threading.Event()
+
+    def job() -> str:
+        started.set()
+        release.wait(10)
+        return "done"
+
+    before = pool.pending
+    caller = asyncio.create_task(run_in_worker(pool, job))
+    assert await asyncio.to_thread(started.wait, 10)
+    caller.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await caller
+    assert pool.pending - before == 1  # its thread is still busy with the job
+    release.set()
+    for _ in range(200):
+        if pool.pending == before:
+            break
+        await asyncio.sleep(0.01)
+    assert pool.pending == before
+
+    # A job cancelled before it starts is skipped and stops counting at once.
+    blockers = [asyncio.create_task(run_in_worker(pool, release.wait, 10)) for _ in range(3)]
+    release.clear()
+    await asyncio.sleep(0.05)
+    queued = asyncio.create_task(run_in_worker(pool, job))
+    await asyncio.sleep(0.05)
+    queued.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await queued
+    assert pool.pending - before == 3
+    release.set()
+    await asyncio.gather(*blockers)
+    assert pool.pending == before
