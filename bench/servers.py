@@ -12,7 +12,11 @@ from the ``test`` extra) and wrk installed. ``--env KEY=VALUE`` sets a variable 
 server (e.g. ``--env FLASK_ASGI_GC=off`` to measure without the GC tuning). Default: 5 s
 per measurement after 1 s of warm-up, 2 interleaved passes, the best pass of each cell is
 kept (other processes on the machine only ever slow a pass down): about 8 minutes. Writes
-bench/results/servers.md and servers.json (``--out``).
+bench/results/servers.md and servers.json (``--out``, ``--label``).
+
+``--app flask-asgi,quart,starlette`` serves each app on each server in the same run (Quart
+and Starlette: run it with bench/.venv's python, which bench/run.py builds). The
+fan-out workload starts bench/upstream.py on the load CPU itself.
 """
 
 from __future__ import annotations

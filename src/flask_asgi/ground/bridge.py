@@ -298,18 +298,19 @@ def cached_ensure_sync(app: Any) -> Callable[[Callable[..., Any]], Callable[...,
     # frees an app at zero references, without waiting for the cycle collector).
     this = weakref.ref(app)
     cache: dict[Any, Callable[..., Any]] = {}
-    seen: list[Any] = [None]
+    cached_for: Any = None  # the app's async_to_sync when the cache was filled
 
     def ensure_sync(func: Callable[..., Any]) -> Callable[..., Any]:
+        nonlocal cached_for
         app: Any = this()
         wrapped = cache.get(func) if type(func) is types.FunctionType else None
-        if wrapped is not None and seen[0] is app.async_to_sync:
+        if wrapped is not None and cached_for is app.async_to_sync:
             return wrapped
         wrapped = cast("Callable[..., Any]", flask_ensure_sync(app, func))
         if type(func) is types.FunctionType:
-            if seen[0] is not app.async_to_sync or len(cache) >= 4096:
+            if cached_for is not app.async_to_sync or len(cache) >= 4096:
                 cache.clear()
-                seen[0] = app.async_to_sync
+                cached_for = app.async_to_sync
             cache[func] = wrapped
         return wrapped
 

@@ -82,7 +82,7 @@ class RequestBody:
         "time_left",
         "timed_out",
         "feed",
-        "label",
+        "scope",
         "content_length",
         "_pending",
     )
@@ -106,9 +106,9 @@ class RequestBody:
         #: Set for a sync endpoint: the messages come from the loop through it.
         self.feed: MessageSource | None = None
         #: The request's scope, named in the timeout's log line (formatted only then).
-        self.label: dict[str, Any] | None = None
-        #: A body message taken by :meth:`prefetch`, or the receive it started, still
-        #: waiting (resumed by the first read).
+        self.scope: dict[str, Any] | None = None
+        #: What :meth:`prefetch` took: a body message (a dict), or the receive it started
+        #: and the future it waits on (a tuple), resumed by the first read.
         self._pending: Any = None
 
     def prefetch(self) -> None:
@@ -127,10 +127,7 @@ class RequestBody:
         code = getattr(getattr(receive, "__func__", receive), "__code__", None)
         if code is None or not code.co_flags & inspect.CO_COROUTINE:
             return
-        pending: Any = receive()
-        if type(pending) is not types.CoroutineType:
-            self._pending = pending  # awaited by the first read
-            return
+        pending: Any = receive()  # an async def's: a coroutine
         try:
             yielded = pending.send(None)
         except StopIteration as stop:
@@ -143,8 +140,6 @@ class RequestBody:
         pending, self._pending = self._pending, None
         if type(pending) is tuple:
             pending[0].close()
-        elif type(pending) is types.CoroutineType:
-            pending.close()
 
     async def receive_in_time(self) -> dict[str, Any]:
         """``receive()``, on the loop, within what is left of the body timeout.
@@ -153,11 +148,10 @@ class RequestBody:
         view that reads late is not punished for it.
         """
         budget = self.time_left
-        pending: Any = self._pending
+        pending: Any = self._pending  # a message was taken by _pull: None or a started receive
         if pending is not None:
             self._pending = None
-            if type(pending) is tuple:  # the receive prefetch() started: resume it
-                pending = _rest_of(*pending)
+            pending = _rest_of(*pending)  # resume the receive prefetch() started
         elif budget is None:
             return await self._receive()
         else:
@@ -187,7 +181,7 @@ class RequestBody:
             logger.warning(
                 "request body not received within FLASK_ASGI_BODY_TIMEOUT, giving up on it"
                 " (408, connection closed): %s",
-                f"{self.label['method']} {self.label['path']}" if self.label else "?",
+                f"{self.scope['method']} {self.scope['path']}" if self.scope else "?",
             )
             raise BodyTimeout() from None
         finally:

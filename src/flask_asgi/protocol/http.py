@@ -315,7 +315,7 @@ class HttpHandler:
         if not body.complete:
             timeout = float(config["FLASK_ASGI_BODY_TIMEOUT"])
             body.time_left = timeout if timeout > 0 else None
-            body.label = scope
+            body.scope = scope
             if is_async and _small(body.content_length, config.get("MAX_CONTENT_LENGTH")):
                 body.prefetch()
         hooks = self.hooks
