@@ -25,7 +25,6 @@ from .ground.state import EXTENSION_KEY, ServingHooks, asgi_of
 from .protocol.dispatch import EndpointClassifier
 from .protocol.http import HttpHandler
 from .protocol.lifespan import handle_lifespan
-from .protocol.probes import probe_response
 from .protocol.timeouts import TimeoutPolicy
 from .protocol.websocket import handle_websocket, websocket_route
 from .testing import AsyncClient, FlaskClient, Lifespan
@@ -47,7 +46,7 @@ class ASGI:
         self.classifier: EndpointClassifier
         self.timeouts: TimeoutPolicy
         self._stack: Any = None  # mounts and middleware around Flask (_compose)
-        self._http: HttpHandler | None = None  # http scopes (set by init_app)
+        self._http: Any = _no_app  # http scopes: an HttpHandler, set by init_app
         if app is not None:
             self.init_app(app)
 
@@ -132,18 +131,11 @@ class ASGI:
         return self._executor
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":  # the hot path: the handler answers probes too
+            await self._http(scope, receive, send)
+            return
         kind = scope["type"]
-        if kind == "http":
-            http = self._http
-            if http is None:
-                raise RuntimeError("ASGI() has no app yet: call init_app(app) first")
-            probe = probe_response(http.app, scope)  # health/readiness: before any environ
-            if probe is None:
-                await http(scope, receive, send)
-            else:
-                await send(probe[0])
-                await send(probe[1])
-        elif kind == "lifespan":
+        if kind == "lifespan":
             await handle_lifespan(self.app, self.hooks, scope, receive, send)
         elif kind == "websocket":
             await handle_websocket(self.app, self.executor, scope, receive, send)
@@ -270,6 +262,10 @@ class ASGI:
 
 
 _COMPOSED: dict[type[ASGI], type[ASGI]] = {}
+
+
+async def _no_app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    raise RuntimeError("ASGI() has no app yet: call init_app(app) first")
 
 
 def _composed(cls: type[ASGI]) -> type[ASGI]:

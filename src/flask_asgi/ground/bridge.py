@@ -50,8 +50,7 @@ class BridgeGreenlet(greenlet):  # type: ignore[misc]
 
 
 class _Yield:
-    """A value a coroutine stepped in a greenlet yields to the event loop (a future); a
-    finished job switches back with a tuple instead."""
+    """A value a coroutine stepped in a greenlet yields to the event loop (a future)."""
 
     __slots__ = ("value",)
 
@@ -59,34 +58,46 @@ class _Yield:
         self.value = value
 
 
-def _greenlet_main(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+class _Failed:
+    """A job that raised: its exception, handed to the driver, which raises it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _greenlet_main(fn: Callable[..., Any], args: tuple[Any, ...], driver: greenlet) -> None:
     """The body of a pooled greenlet: run one job per switch, forever.
 
-    It switches back with ``(result, None)`` or ``(None, exception)``. The job is called
-    with a fixed number of arguments where it can: on CPython 3.11 (measured) ``fn(*args)``
-    re-enters the interpreter from C, one more C frame on the greenlet's stack, of which a
-    waiting greenlet keeps a copy for the whole wait (368 of its 2,488 bytes).
+    It switches back to the driver, its parent, which comes with each job (cheaper than
+    ``getcurrent().parent``), with the job's result or a ``_Failed`` (a ``_Yield`` while
+    the job waits, from ``_step``). The job is called with a fixed number of arguments where it
+    can: on CPython 3.11 (measured) ``fn(*args)`` re-enters the interpreter from C, one
+    more C frame on the greenlet's stack, of which a waiting greenlet keeps a copy for the
+    whole wait (368 of its 2,488 bytes).
     """
-    done: tuple[Any, BaseException | None]
+    done: Any
     while True:
         try:
             n = len(args)
             if n == 4:  # the request path: respond(wsgi_app, environ, exchange, buffer_limit)
-                done = (fn(args[0], args[1], args[2], args[3]), None)
+                done = fn(args[0], args[1], args[2], args[3])
             elif n == 1:
-                done = (fn(args[0]), None)
+                done = fn(args[0])
             elif n == 2:
-                done = (fn(args[0], args[1]), None)
+                done = fn(args[0], args[1])
             elif n == 0:
-                done = (fn(), None)
+                done = fn()
             else:
-                done = (fn(*args), None)
+                done = fn(*args)
         except GreenletExit:
             raise  # the greenlet is being collected (its task is gone): let it die
         except BaseException as exc:  # noqa: B036 - handed to the driver, which raises it
-            done = (None, exc)
+            done = _Failed(exc)
         fn = args = None  # type: ignore[assignment]  # drop references while idle
-        fn, args = getcurrent().parent.switch(done)
+        fn, args, driver = driver.switch(done)
+        done = None
 
 
 # Starting a new greenlet costs about ten times a switch into a live one (measured: ~9 us
@@ -99,6 +110,83 @@ _idle = threading.local()
 _MAX_IDLE = 1024
 
 
+class Suspended:
+    """A job that is waiting in its greenlet: ``await`` it for the job's result.
+
+    What :func:`enter_greenlet` returns when the job first really waits. Awaiting it hands
+    each future the job waits on to the event loop and passes what the loop sends back
+    (or throws, ``CancelledError`` included) into the greenlet.
+    """
+
+    __slots__ = ("child", "pool", "first")
+
+    def __init__(self, child: BridgeGreenlet, pool: list[BridgeGreenlet], first: Any) -> None:
+        self.child = child
+        self.pool = pool
+        self.first = first  # the first future the job waits on
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        child = self.child
+        request: Any = self.first
+        self.first = None
+        while True:
+            try:
+                value = yield request
+            except BaseException as exc:  # noqa: B036 - the child decides what to do with it
+                request = child.throw(exc)
+            else:
+                request = child.switch(value)
+            if type(request) is not _Yield:
+                break
+            request = request.value
+        return _finish(child, self.pool, request)
+
+
+def _finish(child: BridgeGreenlet, pool: list[BridgeGreenlet], done: Any) -> Any:
+    """The job is done: the child goes back to the pool (the same thread's: a greenlet
+    cannot change threads), and its result or exception comes out here."""
+    child.gr_context = None
+    if len(pool) < _MAX_IDLE:
+        pool.append(child)
+    if type(done) is _Failed:
+        error = done.error
+        done = None  # no cycle through this frame's traceback
+        raise error
+    return done
+
+
+def enter_greenlet(fn: Callable[..., T], args: tuple[Any, ...]) -> T | Suspended:
+    """Run the synchronous ``fn(*args)`` in a pooled child greenlet of the current one,
+    until it is done (its result, or its exception raised here) or first really waits
+    (a :class:`Suspended` to await).
+
+    The request path calls this directly: a request whose endpoint answers without
+    waiting (most) makes no coroutine or generator for the bridge, only the two switches.
+    """
+    driver = getcurrent()
+    try:
+        pool: list[BridgeGreenlet] = _idle.pool
+    except AttributeError:
+        pool = _idle.pool = []
+    child = pool.pop() if pool else BridgeGreenlet(_greenlet_main)
+    if child.parent is not driver:  # setting it walks the chain: only when it differs
+        child.parent = driver
+    # Share the driver's Context: Flask's contexts pushed in the child are seen by the task.
+    child.gr_context = driver.gr_context
+    request = child.switch(fn, args, driver)
+    if type(request) is _Yield:
+        return Suspended(child, pool, request.value)
+    # _finish(child, pool, request), inline: this is every request's path.
+    child.gr_context = None
+    if len(pool) < _MAX_IDLE:
+        pool.append(child)
+    if type(request) is _Failed:
+        error = request.error
+        request = None  # no cycle through this frame's traceback
+        raise error
+    return request  # type: ignore[no-any-return]
+
+
 @types.coroutine
 def in_greenlet(
     fn: Callable[..., T],
@@ -109,44 +197,15 @@ def in_greenlet(
     """``await in_greenlet(fn, args)``: run the synchronous ``fn(*args)`` in a pooled child
     greenlet, awaiting what it hands to ``await_``; return its result.
 
-    :func:`run_in_greenlet` without a coroutine of its own around this generator, for the
-    request path: a waiting request holds one object fewer, and each suspension passes
-    through one level fewer. ``on_suspend(subject)`` is called when ``fn`` first really
-    waits; neither is kept for the wait. Until its job is done the child switches back only
-    with a ``_Yield``: something it awaits is suspended on a future, which goes up to the
-    event loop from here. What the loop sends back (or throws, ``CancelledError``
-    included) is passed into the child.
+    ``on_suspend(subject)`` is called when ``fn`` first really waits.
     """
-    driver = getcurrent()
-    try:
-        pool: list[BridgeGreenlet] = _idle.pool
-    except AttributeError:
-        pool = _idle.pool = []
-    child = pool.pop() if pool else BridgeGreenlet(_greenlet_main)
-    child.parent = driver
-    # Share the task's Context: Flask's contexts pushed in the child are seen by the task.
-    child.gr_context = driver.gr_context
-    request = child.switch(fn, args)
-    if type(request) is _Yield and on_suspend is not None:
-        on_suspend(subject)
-        on_suspend = subject = None
-    while type(request) is _Yield:
-        try:
-            value = yield request.value
-        except BaseException as exc:  # noqa: B036 - the child decides what to do with it
-            request = child.throw(exc)
-        else:
-            request = child.switch(value)
-    # The job is done: the child goes back to the pool (the same thread's: a greenlet
-    # cannot change threads), and its result or exception comes out here.
-    child.gr_context = None
-    if len(pool) < _MAX_IDLE:
-        pool.append(child)
-    value, error = request
-    if error is not None:
-        request = None
-        raise error
-    return value  # type: ignore[no-any-return]
+    outcome = enter_greenlet(fn, args)
+    if type(outcome) is Suspended:
+        if on_suspend is not None:
+            on_suspend(subject)
+            on_suspend = subject = None
+        outcome = yield from outcome.__await__()
+    return outcome  # type: ignore[return-value]
 
 
 def _step(awaitable: Awaitable[T]) -> T:
@@ -160,7 +219,7 @@ def _step(awaitable: Awaitable[T]) -> T:
     # A coroutine is driven through its own methods, not bound ones kept for the wait
     # (two objects fewer per waiting request, and none to make when it does not wait).
     target: Any = awaitable
-    if type(awaitable) is not types.CoroutineType and not inspect.iscoroutine(awaitable):
+    if type(awaitable) is not _CoroutineType and not inspect.iscoroutine(awaitable):
         iterator: Any = awaitable.__await__()
         if hasattr(iterator, "send") and hasattr(iterator, "throw"):
             target = iterator
@@ -169,18 +228,33 @@ def _step(awaitable: Awaitable[T]) -> T:
             # ones): drive it as ``await`` would, with __next__, and raise what has to be
             # thrown into it at the await point when it has no throw().
             target = _PlainIterator(iterator)
+    try:
+        yielded = target.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    return _suspend(target, yielded)  # type: ignore[no-any-return]
+
+
+def _suspend(target: Any, yielded: Any) -> Any:
+    """``target`` yielded a future: hand it to the request task, which awaits it on the
+    loop, and pass what comes back into ``target`` until it returns."""
     task = getcurrent().parent
-    value: Any = None
-    error: BaseException | None = None
     while True:
         try:
-            yielded = target.send(value) if error is None else target.throw(error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        try:
-            value, error = task.switch(_Yield(yielded)), None
+            value = task.switch(_Yield(yielded))
         except BaseException as exc:  # noqa: B036 - delivered into the awaitable
-            value, error = None, exc
+            try:
+                yielded = target.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = target.send(value)
+            except StopIteration as stop:
+                return stop.value
+
+
+_CoroutineType = types.CoroutineType
 
 
 class _PlainIterator:
@@ -279,6 +353,8 @@ def async_to_sync(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
     """
 
     def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        if type(getcurrent()) is BridgeGreenlet:  # await_'s first case, without its call
+            return _step(func(*args, **kwargs))
         return await_(func(*args, **kwargs))
 
     return run
@@ -303,7 +379,9 @@ def cached_ensure_sync(app: Any) -> Callable[[Callable[..., Any]], Callable[...,
     def ensure_sync(func: Callable[..., Any]) -> Callable[..., Any]:
         nonlocal cached_for
         app: Any = this()
-        wrapped = cache.get(func) if type(func) is types.FunctionType else None
+        # Only plain functions are kept; any other callable (a bound method is a new
+        # object every time) simply misses.
+        wrapped = cache.get(func)
         if wrapped is not None and cached_for is app.async_to_sync:
             return wrapped
         wrapped = cast("Callable[..., Any]", flask_ensure_sync(app, func))

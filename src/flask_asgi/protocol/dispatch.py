@@ -91,7 +91,13 @@ class EndpointClassifier:
             if self._uniform and static and environ["PATH_INFO"].startswith(static):
                 return False  # static files are read from disk: keep that off the loop
             return self._uniform
-        key = path_key(environ)
+        # path_key(environ), inline: this runs on every request of a mixed app.
+        key = (
+            environ["REQUEST_METHOD"],
+            environ.get("HTTP_HOST", ""),
+            environ["SCRIPT_NAME"],
+            environ["PATH_INFO"],
+        )
         answer = self._by_path.get(key)
         if answer is None:
             if len(self._by_path) >= _PATH_CACHE_SIZE:

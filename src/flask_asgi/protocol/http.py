@@ -19,7 +19,7 @@ from flask import Flask
 from werkzeug.exceptions import GatewayTimeout, ServiceUnavailable
 
 from ..ground.asgi_types import Receive, Send
-from ..ground.bridge import await_, in_greenlet, run_in_worker
+from ..ground.bridge import Suspended, await_, enter_greenlet, run_in_worker
 from ..ground.counters import WaitingTicket, counters
 from ..ground.lifecycle import Lifecycle
 from ..ground.serving_state import serving_state
@@ -28,6 +28,7 @@ from .body import BodyTimeout, RequestBody
 from .body_feed import BodyFeed, preread
 from .dispatch import EndpointClassifier
 from .environ import build_environ
+from .probes import HEALTH_KEY, METRICS_KEY, READY_KEY, probe_response
 from .refusal import refuse
 from .timeouts import RequestTimer, TimeoutPolicy
 
@@ -40,6 +41,10 @@ RETRY_AFTER = (b"retry-after", b"1")
 _PREFETCH_LIMIT = 64 * 1024
 #: The read-ahead buffer of a sync endpoint holds at least this much.
 _MIN_READ_AHEAD = 64 * 1024
+
+
+#: An exchange's headers until start_response sets them (a shared value, never appended to).
+_NO_HEADERS: list[tuple[bytes, bytes]] = []
 
 
 class Exchange:
@@ -60,6 +65,7 @@ class Exchange:
         "lifecycle",
         "timer",
         "cancellable",
+        "loose_ends",
     )
 
     def __init__(
@@ -73,23 +79,26 @@ class Exchange:
         self.send = send
         self.receive = receive
         self.body = body
+        #: An async endpoint: its request task may be cancelled (a sync view cannot be).
+        self.cancellable = cancellable
+        #: Shutting down: responses carry Connection: close (keep-alive ends after them).
+        self.lifecycle = lifecycle
+        self.status = 0
+        self.started = False  # http.response.start has been sent
+        self.finished = False  # the last body message is on its way: disconnect is normal
+        self.disconnected = False
+        self.headers: list[tuple[bytes, bytes]] = _NO_HEADERS  # start_response sets them
         #: The request task to cancel when the client leaves (async endpoints only), looked
         #: up once the request waits or streams (:meth:`request_task`): most never do.
         self.task: asyncio.Task[Any] | None = None
-        #: An async endpoint: its request task may be cancelled (a sync view cannot be).
-        self.cancellable = cancellable
-        self.status = 0
-        self.started = False  # http.response.start has been sent
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.finished = False  # the last body message is on its way: disconnect is normal
-        self.disconnected = False
+        #: FLASK_ASGI_REQUEST_TIMEOUT / @flask_asgi.timeout, when the request has one.
+        self.timer: RequestTimer | None = None
         self.watcher: asyncio.Task[None] | None = None
         #: Waiting in the loop's ``_WatchSchedule`` for a watcher.
         self.watch_pending = False
-        #: Shutting down: responses carry Connection: close (keep-alive ends after them).
-        self.lifecycle = lifecycle
-        #: FLASK_ASGI_REQUEST_TIMEOUT / @flask_asgi.timeout, when the request has one.
-        self.timer: RequestTimer | None = None
+        #: Set with a timer, a watch or a watcher: something :func:`_end` must undo. A
+        #: request that had none of them skips it.
+        self.loose_ends = False
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -101,28 +110,25 @@ class Exchange:
             # raised mid-stream instead of appending its HTML page to the stream.
             raise RuntimeError("start_response() called again after the headers were sent")
         self.status = int(status[:3])
-        self.headers = [
+        encoded = [
             (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers
         ]
         # A body that timed out may still be arriving; a server shutting down closes
         # keep-alive connections after their current response.
         if self.body.timed_out or (self.lifecycle is not None and self.lifecycle.close_connections):
-            self.headers.append(CLOSE)
-        return self._write
+            encoded.append(CLOSE)
+        self.headers = encoded
+        return _write
 
     def request_task(self) -> None:
         """Note the request task, from code running in it (its greenlet, or the task)."""
         if self.cancellable and self.task is None:
             self.task = asyncio.current_task()
 
-    def _write(self, data: bytes) -> None:
-        raise NotImplementedError("flask-asgi does not support WSGI's write() callable")
 
-    def content_length(self) -> int | None:
-        for name, value in self.headers:
-            if name == b"content-length":
-                return int(value)
-        return None
+def _write(data: bytes) -> None:
+    """WSGI's ``write()`` callable (a plain function: no bound method per request)."""
+    raise NotImplementedError("flask-asgi does not support WSGI's write() callable")
 
 
 def respond(
@@ -141,8 +147,12 @@ def respond(
         first: bytes | None = None
         if not exchange.status:  # WSGI allows start_response at the first iteration
             first = next(iterator, b"")
-        length = exchange.content_length()
-        if length is not None and length <= buffer_limit:
+        length = -1
+        for name, value in exchange.headers:
+            if name == b"content-length":
+                length = int(value)
+                break
+        if 0 <= length <= buffer_limit:
             body = b"".join(iterator) if first is None else first + b"".join(iterator)
             return [
                 {
@@ -202,6 +212,7 @@ def _watch_disconnect(exchange: Exchange) -> None:
                 cancel.cancel()
 
     exchange.watcher = asyncio.get_running_loop().create_task(watch())
+    exchange.loose_ends = True
 
 
 #: Seconds an async request must have been waiting before a watcher listens for the client
@@ -228,7 +239,7 @@ class _WatchSchedule:
         self.ticking = False
 
     def add(self, exchange: Exchange) -> None:
-        exchange.watch_pending = True
+        exchange.watch_pending = exchange.loose_ends = True
         self.young.add(exchange)
         if not self.ticking:
             self.ticking = True
@@ -271,7 +282,6 @@ def _watch_when_complete(exchange: Exchange) -> None:
 
 
 def _first_await(exchange: Exchange) -> None:
-    # Only requests that really wait need someone listening for a disconnect.
     exchange.request_task()
     _schedule().add(exchange)
 
@@ -279,13 +289,14 @@ def _first_await(exchange: Exchange) -> None:
 class HttpHandler:
     """The ASGI entry point for one app's ``http`` scopes.
 
-    What every request needs (the app, its classifier, timeouts and hooks) is looked up
-    once, here, and the request runs in this one coroutine: each level of coroutine and
-    each argument passed down was a measurable part of a request that answers at once.
-    ``executor_of`` gives the worker pool, made on the first sync request.
+    What every request needs (the app, its classifier, timeouts, hooks and serving state)
+    is looked up once, here, and the request runs in this one coroutine: each level of
+    coroutine, each call and each argument passed down was a measurable part of a request
+    that answers at once (``bench/adapter_cost.py`` counts them). ``executor_of`` gives
+    the worker pool, made on the first sync request.
     """
 
-    __slots__ = ("app", "classifier", "executor_of", "timeouts", "hooks")
+    __slots__ = ("app", "classifier", "executor_of", "timeouts", "hooks", "state")
 
     def __init__(
         self,
@@ -299,11 +310,19 @@ class HttpHandler:
         self.executor_of = executor_of
         self.timeouts = timeouts
         self.hooks = hooks_of(app)
+        self.state = serving_state(app)  # in-flight counts (plain ints: the loop thread)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         app = self.app
         # Read per request, as Flask reads its own settings (MAX_CONTENT_LENGTH...).
         config = app.config
+        path = scope["path"]  # never "", the value of a probe that is off
+        if path == config[HEALTH_KEY] or path == config[READY_KEY] or path == config[METRICS_KEY]:
+            probe = probe_response(app, scope)  # health/readiness: no environ, no Flask
+            if probe is not None:
+                await send(probe[0])
+                await send(probe[1])
+                return
         max_requests: int = config["FLASK_ASGI_MAX_REQUESTS"]
         if max_requests > 0 and counters.in_flight >= max_requests:
             counters.add("refused_max_requests_total")
@@ -316,17 +335,26 @@ class HttpHandler:
             timeout = float(config["FLASK_ASGI_BODY_TIMEOUT"])
             body.time_left = timeout if timeout > 0 else None
             body.scope = scope
-            if is_async and _small(body.content_length, config.get("MAX_CONTENT_LENGTH")):
-                body.prefetch()
+            length = body.content_length
+            if is_async and length is not None and length <= _PREFETCH_LIMIT:
+                max_length = config.get("MAX_CONTENT_LENGTH")
+                # Never a body Werkzeug refuses from its Content-Length (413 before
+                # anything is received).
+                if max_length is None or length <= max_length:
+                    body.prefetch()
         hooks = self.hooks
         exchange = Exchange(
             send, receive, body, hooks.lifecycle if hooks is not None else None, is_async
         )
         limit: int = config["FLASK_ASGI_RESPONSE_BUFFER"]
-        state = serving_state(app)  # in-flight counts (plain ints: this is the loop thread)
+        timeouts = self.timeouts
+        seconds = None if timeouts is None else timeouts.seconds_for(environ)
+        state = self.state
         if not is_async:
             state.sync_requests += 1
             try:
+                if seconds is not None:
+                    exchange.timer = self._timer(seconds, environ, exchange)
                 await self._serve_sync(environ, exchange, limit)
             finally:
                 state.sync_requests -= 1
@@ -335,14 +363,17 @@ class HttpHandler:
         # An async endpoint: the whole request in a greenlet of this task (inline here: one
         # coroutine fewer per request).
         state.async_requests += 1
+        timer = None
         try:
-            timer = exchange.timer = self._timer(environ, exchange)
-            if timer is not None:
+            if seconds is not None:
+                timer = exchange.timer = self._timer(seconds, environ, exchange)
                 timer.start()
             try:
-                messages = await in_greenlet(
-                    respond, (app.wsgi_app, environ, exchange, limit), _first_await, exchange
-                )
+                messages = enter_greenlet(respond, (app.wsgi_app, environ, exchange, limit))
+                if isinstance(messages, Suspended):
+                    # Only requests that really wait need someone listening for a disconnect.
+                    _first_await(exchange)
+                    messages = await messages
             except asyncio.CancelledError:
                 timed_out = timer is not None and timer.expired
                 task = asyncio.current_task()
@@ -362,33 +393,21 @@ class HttpHandler:
                 await send(messages[1])
         finally:
             state.async_requests -= 1
-            _end(exchange)
+            if exchange.loose_ends or not body.complete:
+                _end(exchange)
 
-    def _timer(self, environ: dict[str, Any], exchange: Exchange) -> RequestTimer | None:
-        seconds = None if self.timeouts is None else self.timeouts.seconds_for(environ)
-        if seconds is None:
-            return None
+    def _timer(self, seconds: float, environ: dict[str, Any], exchange: Exchange) -> RequestTimer:
         task = asyncio.current_task() if exchange.cancellable else None
         exchange.task = task
+        exchange.loose_ends = True
         return RequestTimer(seconds, self.app, environ, lambda: exchange.finished, task)
 
     async def _serve_sync(self, environ: dict[str, Any], exchange: Exchange, limit: int) -> None:
-        exchange.timer = self._timer(environ, exchange)
         messages = await _run_sync(self.app, self.executor_of(), environ, exchange, limit)
         if messages is not None:
             exchange.finished = True
             await exchange.send(messages[0])
             await exchange.send(messages[1])
-
-
-def _small(length: int | None, max_length: int | None) -> bool:
-    """A declared body small enough to take off the server's queue before the app runs:
-    never one Werkzeug refuses from its Content-Length (413 before anything is received)."""
-    return (
-        length is not None
-        and length <= _PREFETCH_LIMIT
-        and (max_length is None or length <= max_length)
-    )
 
 
 def _end(exchange: Exchange) -> None:

@@ -63,8 +63,12 @@ class TimeoutPolicy:
         app = self.app
         if len(app.view_functions) != self._views_seen:
             self._refresh()
-        configured = float(app.config[CONFIG_KEY])  # read per request, like Flask's own
-        default = configured if configured > 0 else None
+        configured = app.config[CONFIG_KEY]  # read per request, like Flask's own
+        default = None
+        if configured:  # 0, the default: no float() to call
+            configured = float(configured)
+            if configured > 0:
+                default = configured
         if not self._marked:
             return default
         key = path_key(environ)
