@@ -9,6 +9,7 @@ import gc
 import weakref
 from typing import Any
 
+import pytest
 from flask import Flask, request
 from helpers import http_scope
 
@@ -315,3 +316,119 @@ async def test_a_worker_job_whose_caller_was_cancelled_counts_until_it_ends() ->
     release.set()
     await asyncio.gather(*blockers)
     assert pool.pending == before
+
+
+# -- entering the request greenlet with a plain call (bridge.enter_greenlet) -------------
+
+
+async def test_a_job_that_does_not_wait_comes_back_at_once_and_its_greenlet_is_reused() -> None:
+    from flask_asgi.ground import bridge
+
+    seen: list[Any] = []
+
+    def job(a: int, b: int, c: int, d: int) -> int:
+        seen.append(bridge.getcurrent())
+        return a + b + c + d
+
+    assert bridge.enter_greenlet(job, (1, 2, 3, 4)) == 10  # a value, not a Suspended
+    assert bridge.enter_greenlet(job, (1, 1, 1, 1)) == 4
+    assert type(seen[0]) is bridge.BridgeGreenlet and seen[0] is seen[1]  # back in the pool
+    assert seen[0].gr_context is None  # an idle greenlet keeps no request's Context
+
+
+async def test_a_job_that_waits_is_awaited_through_suspended() -> None:
+    from flask_asgi.ground import bridge
+
+    def job(delay: float) -> str:
+        bridge.await_(asyncio.sleep(delay))
+        return "done"
+
+    outcome = bridge.enter_greenlet(job, (0.01,))
+    assert isinstance(outcome, bridge.Suspended)
+    assert await outcome == "done"
+
+
+async def test_a_failing_job_raises_from_enter_greenlet_and_after_a_wait() -> None:
+    from flask_asgi.ground import bridge
+
+    def fail(wait: bool) -> None:
+        if wait:
+            bridge.await_(asyncio.sleep(0))
+        raise LookupError("from the job")
+
+    with pytest.raises(LookupError, match="from the job"):
+        bridge.enter_greenlet(fail, (False,))
+    outcome = bridge.enter_greenlet(fail, (True,))
+    assert isinstance(outcome, bridge.Suspended)
+    with pytest.raises(LookupError, match="from the job"):
+        await outcome
+
+
+async def test_cancelling_a_waiting_job_reaches_the_view_and_its_cleanup() -> None:
+    from flask_asgi.ground import bridge
+
+    cleaned: list[str] = []
+
+    def job() -> None:
+        try:
+            bridge.await_(asyncio.sleep(3600))
+        finally:
+            cleaned.append("cleanup")
+
+    async def driver() -> None:
+        outcome = bridge.enter_greenlet(job, ())
+        assert isinstance(outcome, bridge.Suspended)
+        await outcome
+
+    task = asyncio.get_running_loop().create_task(driver())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert task.cancelled() and cleaned == ["cleanup"]
+
+
+def test_a_pooled_greenlet_switches_back_to_its_new_driver() -> None:
+    """A greenlet used first from the thread's main greenlet, then from inside another
+    bridge greenlet (a nested driver), must go back to the one that entered it."""
+    from flask_asgi.ground import bridge
+
+    def inner() -> str:
+        return "inner"
+
+    def outer() -> str:
+        return bridge.enter_greenlet(inner, ())  # type: ignore[return-value]
+
+    assert bridge.enter_greenlet(inner, ()) == "inner"
+    assert bridge.enter_greenlet(outer, ()) == "inner"
+    assert bridge.enter_greenlet(inner, ()) == "inner"
+
+
+async def test_a_request_with_nothing_to_undo_skips_end_and_one_with_a_timer_does_not(
+    monkeypatch: Any,
+) -> None:
+    from flask_asgi.protocol import http
+
+    app = Flask(__name__)
+
+    @app.get("/quick")
+    async def quick() -> str:
+        return "ok"
+
+    asgi = ASGI(app)
+    ended: list[Any] = []
+    real_end = http._end
+    monkeypatch.setattr(http, "_end", lambda exchange: ended.append(real_end(exchange)))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    sent: list[dict[str, Any]] = []
+    await asgi(http_scope("/quick"), receive, send)
+    assert sent[0]["status"] == 200 and ended == []
+    app.config["FLASK_ASGI_REQUEST_TIMEOUT"] = 30  # a timer: it must be cancelled by _end
+    await asgi(http_scope("/quick"), receive, send)
+    assert sent[2]["status"] == 200 and len(ended) == 1
