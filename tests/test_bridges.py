@@ -320,8 +320,8 @@ def test_plain_iterator_awaitables_on_real_server(live_server: Any) -> None:
             response = client.post(path, content=body)
             assert response.status_code == 200, response.text
             assert response.json()["body"] == body
-        assert client.post("/echo-sync", content=body).json()["thread"].startswith(
-            "flask-asgi-worker"
+        assert (
+            client.post("/echo-sync", content=body).json()["thread"].startswith("flask-asgi-worker")
         )
         expected = "".join(f"{i}," for i in range(50))
         for path in ("/stream-async", "/stream-sync"):
