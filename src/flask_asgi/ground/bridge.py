@@ -176,15 +176,7 @@ def enter_greenlet(fn: Callable[..., T], args: tuple[Any, ...]) -> T | Suspended
     request = child.switch(fn, args, driver)
     if type(request) is _Yield:
         return Suspended(child, pool, request.value)
-    # _finish(child, pool, request), inline: this is every request's path.
-    child.gr_context = None
-    if len(pool) < _MAX_IDLE:
-        pool.append(child)
-    if type(request) is _Failed:
-        error = request.error
-        request = None  # no cycle through this frame's traceback
-        raise error
-    return request  # type: ignore[no-any-return]
+    return _finish(child, pool, request)  # type: ignore[no-any-return]
 
 
 @types.coroutine
