@@ -37,35 +37,17 @@ WORKLOADS = {"hello": ("GET", "/hello"), "echo": ("POST", "/echo")}
 SMALL, LARGE = 500, 2500
 
 
-def scope(method: str, path: str, body: bytes) -> dict[str, Any]:
-    headers = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk")]
-    if body:
-        headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "server": ("127.0.0.1", 8000),
-        "client": ("127.0.0.1", 5555),
-        "headers": headers,
-    }
-
-
 def child(candidate: str, workload: str, requests: int) -> None:
     """Serve ``requests`` requests in process (run under valgrind by the parent)."""
     import uvloop
+    from inprocess import scope  # bench/inprocess.py: a scope as uvicorn builds it
 
     sys.path.insert(0, str(APPS))
     module = __import__(MODULES[candidate])
     method, path = WORKLOADS[workload]
     body = PAYLOAD if method == "POST" else b""
-    template = scope(method, path, body)
+    headers = ((b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)))
+    template = scope(path, method, headers if body else ())
     statuses: list[int] = []
 
     async def receive() -> dict[str, Any]:
