@@ -1,11 +1,9 @@
 """The request body: ASGI ``http.request`` messages exposed as WSGI's ``wsgi.input``.
 
-For an async endpoint nothing is received before the app reads (except a small declared
-body on a server whose ``receive`` is no ``async def``: :meth:`RequestBody.receive_ahead`);
-a sync endpoint's body is received on the loop (:mod:`.body_feed`), at most
-``FLASK_ASGI_BODY_PREREAD`` bytes ahead of the app. Werkzeug enforces ``MAX_CONTENT_LENGTH``
-(413) from the Content-Length header, or while reading a chunked body, so an oversized
-upload is refused before it is buffered.
+For an async endpoint nothing is received before the app reads; a sync endpoint's body is
+received on the loop (:mod:`.body_feed`), at most ``FLASK_ASGI_BODY_PREREAD`` bytes ahead of
+the app. Werkzeug enforces ``MAX_CONTENT_LENGTH`` (413) from the Content-Length header, or
+while reading a chunked body, so an oversized upload is refused before it is buffered.
 Waiting for the client's bytes is limited to ``FLASK_ASGI_BODY_TIMEOUT`` seconds in all
 (:class:`BodyTimeout`, a 408).
 """
@@ -113,45 +111,29 @@ class RequestBody:
         #: and the future it waits on (a tuple), resumed by the first read.
         self._pending: Any = None
 
-    def prefetch(self) -> bool:
+    def prefetch(self) -> None:
         """On the loop, before an async endpoint runs: take a body message that has
         already arrived (a small body, on most servers) without waiting for one.
 
         The app then reads it from here, with no trip through ``await_``. A receive that
         has to wait is kept as it is and resumed by the app's first read, so nothing is
         received early: the client's pace, the body timeout and ``MAX_CONTENT_LENGTH``
-        apply as before. False: the receive is no ``async def`` (see below), nothing taken.
+        apply as before.
         """
         # Only a receive that is an ``async def`` (uvicorn's, hypercorn's, a middleware's):
         # a coroutine can be stepped once and closed unread. Another kind of awaitable
-        # (granian's) may start receiving when it is made: see receive_ahead.
+        # (granian's) may start receiving when it is made, so it is left to the app's read.
         receive = self._receive
         code = getattr(getattr(receive, "__func__", receive), "__code__", None)
         if code is None or not code.co_flags & inspect.CO_COROUTINE:
-            return False
+            return
         pending: Any = receive()  # an async def's: a coroutine
         try:
             yielded = pending.send(None)
         except StopIteration as stop:
             self._pending = stop.value  # a message: a dict
-            return True
+            return
         self._pending = (pending, yielded)
-        return True
-
-    async def receive_ahead(self) -> bool:
-        """On the request task, before an async endpoint runs: await the first message of
-        a small declared body whose receive :meth:`prefetch` cannot step (granian's).
-
-        The app's first read would otherwise wait for it in the request greenlet: a switch
-        out and back and a place in the disconnect-watch schedule for every such request
-        (granian's receive always waits one loop turn). The body timeout applies as to
-        any read. False: it ran out, nothing was read (the caller answers 408).
-        """
-        try:
-            self._pending = await self.receive_in_time()
-        except BodyTimeout:
-            return False
-        return True
 
     def drop_pending(self) -> None:
         """The request is over: close a receive that was started and never awaited."""

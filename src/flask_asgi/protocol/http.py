@@ -331,7 +331,6 @@ class HttpHandler:
         environ = build_environ(scope, receive)
         body: RequestBody = environ["wsgi.input"]
         is_async = self.classifier.is_async(environ)
-        ahead = False  # a small body to await here first (RequestBody.receive_ahead)
         if not body.complete:
             timeout = float(config["FLASK_ASGI_BODY_TIMEOUT"])
             body.time_left = timeout if timeout > 0 else None
@@ -342,7 +341,7 @@ class HttpHandler:
                 # Never a body Werkzeug refuses from its Content-Length (413 before
                 # anything is received).
                 if max_length is None or length <= max_length:
-                    ahead = not body.prefetch()
+                    body.prefetch()
         hooks = self.hooks
         exchange = Exchange(
             send, receive, body, hooks.lifecycle if hooks is not None else None, is_async
@@ -366,9 +365,6 @@ class HttpHandler:
         state.async_requests += 1
         timer = None
         try:
-            if ahead and not await body.receive_ahead():
-                await refuse(send, BodyTimeout(), [CLOSE])
-                return
             if seconds is not None:
                 timer = exchange.timer = self._timer(seconds, environ, exchange)
                 timer.start()
