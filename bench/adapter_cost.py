@@ -7,7 +7,8 @@ counted by valgrind's callgrind: instructions, not seconds, so the figure is the
 run to run whatever else the machine does (wrk's ratios on a shared 2-core VM move by up to
 10 % from pass to pass). Each cell is the difference of two runs (500 and 2,500 requests)
 over 2,000, which cancels start-up; hash randomisation is off and the collector is frozen
-and off while counting (GC tuning is measured by the wrk benchmarks).
+and off while counting (GC tuning is measured by the wrk benchmarks). What is left of the
+spread between runs, from address layout, is about ±1k instructions per request.
 
 No server and no sockets: the ratio here is the adapter's share of Flask's own work, and
 a server adds the same cost to both rows (uvicorn adds ~85k instructions per request), so
