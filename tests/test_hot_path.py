@@ -432,3 +432,29 @@ async def test_a_request_with_nothing_to_undo_skips_end_and_one_with_a_timer_doe
     app.config["FLASK_ASGI_REQUEST_TIMEOUT"] = 30  # a timer: it must be cancelled by _end
     await asgi(http_scope("/quick"), receive, send)
     assert sent[2]["status"] == 200 and len(ended) == 1
+
+
+async def test_a_request_that_waited_leaves_the_watch_schedule_when_it_ends() -> None:
+    from flask_asgi.protocol import http
+
+    app = Flask(__name__)
+
+    @app.get("/wait")
+    async def wait() -> str:
+        await asyncio.sleep(0.01)
+        return "ok"
+
+    asgi = ASGI(app)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(3600)  # never a disconnect
+        return {}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await asyncio.gather(*(asgi(http_scope("/wait"), receive, send) for _ in range(5)))
+    schedule = http._schedule()
+    assert [m["status"] for m in sent if "status" in m] == [200] * 5
+    assert not schedule.young and not schedule.old  # each was discarded at its end

@@ -94,8 +94,9 @@ class Exchange:
         #: FLASK_ASGI_REQUEST_TIMEOUT / @flask_asgi.timeout, when the request has one.
         self.timer: RequestTimer | None = None
         self.watcher: asyncio.Task[None] | None = None
-        #: Waiting in the loop's ``_WatchSchedule`` for a watcher.
-        self.watch_pending = False
+        #: The loop's ``_WatchSchedule`` this request waits in for a watcher, if any (kept
+        #: here so the end of the request need not look the schedule up again).
+        self.watch_pending: _WatchSchedule | None = None
         #: Set with a timer, a watch or a watcher: something :func:`_end` must undo. A
         #: request that had none of them skips it.
         self.loose_ends = False
@@ -239,21 +240,22 @@ class _WatchSchedule:
         self.ticking = False
 
     def add(self, exchange: Exchange) -> None:
-        exchange.watch_pending = exchange.loose_ends = True
+        exchange.watch_pending = self
+        exchange.loose_ends = True
         self.young.add(exchange)
         if not self.ticking:
             self.ticking = True
             self.loop.call_later(WATCH_DELAY, self._tick)
 
     def discard(self, exchange: Exchange) -> None:
-        exchange.watch_pending = False
+        exchange.watch_pending = None
         self.young.discard(exchange)
         self.old.discard(exchange)
 
     def _tick(self) -> None:
         due, self.old, self.young = self.old, self.young, set()
         for exchange in due:
-            exchange.watch_pending = False
+            exchange.watch_pending = None
             _watch_when_complete(exchange)
         if self.old:
             self.loop.call_later(WATCH_DELAY, self._tick)
@@ -419,8 +421,8 @@ def _end(exchange: Exchange) -> None:
         body.feed.close()
     if not body.complete:  # a prefetched message or receive may be left
         body.drop_pending()
-    if exchange.watch_pending:
-        _schedule().discard(exchange)
+    if exchange.watch_pending is not None:
+        exchange.watch_pending.discard(exchange)
     if exchange.watcher is not None:
         exchange.watcher.cancel()
 
