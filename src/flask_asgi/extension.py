@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any, TypeVar
@@ -46,7 +46,8 @@ class ASGI:
         self.classifier: EndpointClassifier
         self.timeouts: TimeoutPolicy
         self._stack: Any = None  # mounts and middleware around Flask (_compose)
-        self._http: Any = _no_app  # http scopes: an HttpHandler, set by init_app
+        # http scopes: an HttpHandler, set by init_app.
+        self._http: Callable[[dict[str, Any], Receive, Send], Awaitable[None]] = _no_app
         if app is not None:
             self.init_app(app)
 

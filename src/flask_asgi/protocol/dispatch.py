@@ -91,13 +91,7 @@ class EndpointClassifier:
             if self._uniform and static and environ["PATH_INFO"].startswith(static):
                 return False  # static files are read from disk: keep that off the loop
             return self._uniform
-        # path_key(environ), inline: this runs on every request of a mixed app.
-        key = (
-            environ["REQUEST_METHOD"],
-            environ.get("HTTP_HOST", ""),
-            environ["SCRIPT_NAME"],
-            environ["PATH_INFO"],
-        )
+        key = path_key(environ)
         answer = self._by_path.get(key)
         if answer is None:
             if len(self._by_path) >= _PATH_CACHE_SIZE:
