@@ -458,3 +458,21 @@ async def test_a_request_that_waited_leaves_the_watch_schedule_when_it_ends() ->
     schedule = http._schedule()
     assert [m["status"] for m in sent if "status" in m] == [200] * 5
     assert not schedule.young and not schedule.old  # each was discarded at its end
+
+
+def test_an_unhashable_callable_view_is_served() -> None:
+    # ensure_sync keeps answers for plain functions only: a callable object may be
+    # unhashable (a dataclass with eq=True), and must not reach the cache.
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Greeting:
+        text: str
+
+        def __call__(self) -> str:
+            return self.text
+
+    app = Flask(__name__)
+    app.add_url_rule("/greet", endpoint="greet", view_func=Greeting("hi"))
+    ASGI(app)
+    assert app.test_client().get("/greet").text == "hi"

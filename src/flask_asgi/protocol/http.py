@@ -65,7 +65,6 @@ class Exchange:
         "lifecycle",
         "timer",
         "cancellable",
-        "loose_ends",
     )
 
     def __init__(
@@ -97,9 +96,6 @@ class Exchange:
         #: The loop's ``_WatchSchedule`` this request waits in for a watcher, if any (kept
         #: here so the end of the request need not look the schedule up again).
         self.watch_pending: _WatchSchedule | None = None
-        #: Set with a timer, a watch or a watcher: something :func:`_end` must undo. A
-        #: request that had none of them skips it.
-        self.loose_ends = False
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -213,7 +209,6 @@ def _watch_disconnect(exchange: Exchange) -> None:
                 cancel.cancel()
 
     exchange.watcher = asyncio.get_running_loop().create_task(watch())
-    exchange.loose_ends = True
 
 
 #: Seconds an async request must have been waiting before a watcher listens for the client
@@ -241,7 +236,6 @@ class _WatchSchedule:
 
     def add(self, exchange: Exchange) -> None:
         exchange.watch_pending = self
-        exchange.loose_ends = True
         self.young.add(exchange)
         if not self.ticking:
             self.ticking = True
@@ -337,13 +331,8 @@ class HttpHandler:
             timeout = float(config["FLASK_ASGI_BODY_TIMEOUT"])
             body.time_left = timeout if timeout > 0 else None
             body.scope = scope
-            length = body.content_length
-            if is_async and length is not None and length <= _PREFETCH_LIMIT:
-                max_length = config.get("MAX_CONTENT_LENGTH")
-                # Never a body Werkzeug refuses from its Content-Length (413 before
-                # anything is received).
-                if max_length is None or length <= max_length:
-                    body.prefetch()
+            if is_async and _small(body.content_length, config.get("MAX_CONTENT_LENGTH")):
+                body.prefetch()
         hooks = self.hooks
         exchange = Exchange(
             send, receive, body, hooks.lifecycle if hooks is not None else None, is_async
@@ -395,13 +384,18 @@ class HttpHandler:
                 await send(messages[1])
         finally:
             state.async_requests -= 1
-            if exchange.loose_ends or not body.complete:
+            # Most requests have nothing for _end to undo: no call for them.
+            if (
+                exchange.timer is not None
+                or exchange.watch_pending is not None
+                or exchange.watcher is not None
+                or not body.complete
+            ):
                 _end(exchange)
 
     def _timer(self, seconds: float, environ: dict[str, Any], exchange: Exchange) -> RequestTimer:
         task = asyncio.current_task() if exchange.cancellable else None
         exchange.task = task
-        exchange.loose_ends = True
         return RequestTimer(seconds, self.app, environ, lambda: exchange.finished, task)
 
     async def _serve_sync(self, environ: dict[str, Any], exchange: Exchange, limit: int) -> None:
@@ -410,6 +404,16 @@ class HttpHandler:
             exchange.finished = True
             await exchange.send(messages[0])
             await exchange.send(messages[1])
+
+
+def _small(length: int | None, max_length: int | None) -> bool:
+    """A declared body small enough to take off the server's queue before the app runs:
+    never one Werkzeug refuses from its Content-Length (413 before anything is received)."""
+    return (
+        length is not None
+        and length <= _PREFETCH_LIMIT
+        and (max_length is None or length <= max_length)
+    )
 
 
 def _end(exchange: Exchange) -> None:
