@@ -15,7 +15,7 @@ from flask import Flask, request
 from helpers import body_reader, http_scope
 
 from flask_asgi import ASGI
-from flask_asgi.ground.config import DEFAULTS
+from flask_asgi.ground.settings import DEFAULTS
 from flask_asgi.ground.counters import counters
 from flask_asgi.protocol.body import BodyTimeout
 

@@ -83,9 +83,9 @@ async def test_readiness_follows_the_lifespan(app: Flask) -> None:
 
     async with asgi.serving():
         assert await call(asgi, "/readyz") == (200, b'{"status": "ready"}')
-        serving_state(app).stopping = True  # a drain before the shutdown (any code may set it)
-        assert await call(asgi, "/readyz") == (503, b'{"status": "stopping"}')
-        serving_state(app).stopping = False
+        asgi.lifecycle.draining()  # a drain before the shutdown (flask serve's SIGTERM)
+        assert await call(asgi, "/readyz") == (503, b'{"status": "draining"}')
+        asgi.lifecycle.started()
     assert during["startup"] == (503, b'{"status": "starting"}')
     assert during["shutdown"] == (503, b'{"status": "stopping"}')
     assert (await call(asgi, "/readyz"))[0] == 503
@@ -108,3 +108,60 @@ async def test_liveness_fails_when_the_heartbeat_is_starved(app: Flask) -> None:
         state.heartbeat -= 5.0  # as if the loop's timers had not run for 5 s
         status, body = await call(asgi, "/healthz")
         assert status == 503 and b'"status": "stalled"' in body
+
+
+def _prometheus_ready(text: bytes) -> float:
+    for line in text.decode().splitlines():
+        if line.startswith("flask_asgi_ready "):
+            return float(line.split()[1])
+    raise AssertionError(f"no flask_asgi_ready in {text!r}")
+
+
+async def _answers(asgi: flask_asgi.ASGI) -> tuple[bool, bool, bool, str]:
+    """(probe, stats, Prometheus) readiness, and the phase, at this instant."""
+    probe = (await call(asgi, "/readyz"))[0] == 200
+    metrics = (await call(asgi, "/metrics"))[1]
+    return probe, asgi.stats()["ready"], _prometheus_ready(metrics) == 1.0, asgi.lifecycle.phase
+
+
+async def test_readiness_agrees_across_probe_stats_and_prometheus_in_every_phase(
+    app: Flask,
+) -> None:
+    app.config["FLASK_ASGI_METRICS_PATH"] = "/metrics"
+    asgi, _ = probed_app(app)
+    seen: list[tuple[bool, bool, bool, str]] = [await _answers(asgi)]  # idle: no lifespan
+
+    @asgi.before_serving
+    async def starting() -> None:
+        seen.append(await _answers(asgi))
+
+    @asgi.after_serving
+    async def stopping() -> None:
+        seen.append(await _answers(asgi))
+
+    async with asgi.serving():
+        seen.append(await _answers(asgi))
+        asgi.lifecycle.draining()
+        seen.append(await _answers(asgi))
+    seen.append(await _answers(asgi))
+
+    @asgi.before_serving
+    def broken() -> None:
+        raise RuntimeError("no database")
+
+    try:
+        async with asgi.serving():
+            pass
+    except Exception:
+        pass
+    seen.append(await _answers(asgi))
+    assert seen == [
+        (True, True, True, "idle"),
+        (False, False, False, "starting"),
+        (True, True, True, "serving"),
+        (False, False, False, "draining"),
+        (False, False, False, "stopping"),
+        (False, False, False, "stopped"),
+        (False, False, False, "starting"),  # again, before the broken hook
+        (False, False, False, "failed"),
+    ]

@@ -19,7 +19,7 @@ from helpers import http_scope, run_live
 
 import flask_asgi
 from flask_asgi.features.metrics import stats
-from flask_asgi.ground.config import DEFAULTS
+from flask_asgi.ground.settings import DEFAULTS
 from flask_asgi.ground.counters import counters
 
 LOG = "past its request timeout"

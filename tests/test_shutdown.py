@@ -20,7 +20,7 @@ from flask import Flask
 from helpers import ROOT, VENV_BIN
 
 import flask_asgi
-from flask_asgi.ground.config import DEFAULTS
+from flask_asgi.ground.settings import DEFAULTS
 
 APP_MODULE = """
 import asyncio

@@ -17,7 +17,7 @@ from flask.helpers import get_debug_flag
 from werkzeug.debug import DebuggedApplication
 
 from .extension import ASGI
-from .ground.config import DEFAULTS
+from .ground.settings import DEFAULTS
 from .server import graceful_server, uvicorn_config
 from .servers import NAMES, ServeOptions, ServerMissing, run_server
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,11 +15,11 @@ from .features import background, metrics, middleware, mounts, watchdog
 from .features.broadcast import Broadcast
 from .ground.asgi_types import Receive, Send
 from .ground.bridge import async_to_sync, cached_ensure_sync
-from .ground.config import DEFAULTS
-from .ground.gc_tuning import parse_gc_setting, tune_gc
+from .ground.gc_tuning import tune_gc
 from .ground.lifecycle import Lifecycle, StopSignal
 from .ground.pools import worker_pool
 from .ground.serving_state import serving_state
+from .ground.settings import apply_settings
 from .ground.state import EXTENSION_KEY, ServingHooks, asgi_of
 from .protocol.dispatch import EndpointClassifier
 from .protocol.http import HttpHandler
@@ -55,9 +54,10 @@ class ASGI:
         """Attach to ``app``: route its async callables through flask-asgi's bridge."""
         if self._app is not None and self._app is not app:
             raise RuntimeError("this ASGI object already serves another app")
+        # Every FLASK_ASGI_* value checked now (SettingError names a bad one) and written
+        # into app.config parsed; checked again at lifespan startup.
+        apply_settings(app)
         self._app = app
-        for key, value in DEFAULTS.items():
-            app.config.setdefault(key, copy.copy(value))  # a list default is the app's own
         # The one seam: Flask runs every async view, hook and handler through this.
         app.async_to_sync = async_to_sync  # type: ignore[method-assign]
         if type(app).ensure_sync is Flask.ensure_sync and "ensure_sync" not in vars(app):
@@ -75,9 +75,7 @@ class ASGI:
         # drained first at shutdown (they may use what the user's hooks close).
         if background.serving_started not in self.hooks.starting:
             self.hooks.starting.append(background.serving_started)
-        # Garbage-collector tuning, once the app is loaded (FLASK_ASGI_GC; bad values fail
-        # here, not at startup).
-        parse_gc_setting(app.config["FLASK_ASGI_GC"])
+        # Garbage-collector tuning, once the app is loaded (FLASK_ASGI_GC).
         if tune_gc not in self.hooks.starting:
             self.hooks.starting.append(tune_gc)
         if background.serving_stopping not in self.hooks.stopping:

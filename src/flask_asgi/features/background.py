@@ -46,7 +46,7 @@ from flask.ctx import AppContext
 
 from ..ground.background_loop import background_loop
 from ..ground.bridge import _worker_loop, await_, greenlet_await, run_in_greenlet, run_in_worker
-from ..ground.config import DEFAULTS
+from ..ground.settings import DEFAULTS
 from ..ground.pools import worker_pool
 
 if TYPE_CHECKING:

@@ -58,6 +58,7 @@ def stats(app: Flask) -> dict[str, Any]:
         "loop_stalls": state.stalls,
         "loop_lag": {"buckets": buckets, "sum": state.lag_sum, "count": cumulative},
         "ready": state.ready,
+        "phase": state.lifecycle.phase,
         # Process-wide, from the limits (ground/counters.py, docs/reliability.md).
         "requests_waiting_for_thread": limits["waiting"],
         "refused": {
@@ -77,6 +78,9 @@ _GAUGES = {
     "sse_streams": ("flask_asgi_sse_streams_open", "Open server-sent event streams", None),
     "background_tasks": ("flask_asgi_background_tasks", "Background tasks running", None),
 }
+
+#: The app's readiness (1: ready), the answer the readiness probe and stats() give.
+_READY = ("flask_asgi_ready", "1 when the app is ready for traffic (the readiness probe)")
 
 
 class _Collector:
@@ -104,6 +108,7 @@ class _Collector:
         workers.add_metric(["waiting"], now["workers_waiting"])
         yield workers
         yield GaugeMetricFamily("flask_asgi_workers_max", "Worker pool size", now["workers"])
+        yield GaugeMetricFamily(_READY[0], _READY[1], int(now["ready"]))
         for key in ("websockets", "sse_streams", "background_tasks"):
             name, doc, _ = _GAUGES[key]
             yield GaugeMetricFamily(name, doc, now[key])
@@ -153,6 +158,8 @@ class _ProcessMetrics:
             for key, (name, doc, label) in _GAUGES.items()
             if label is None
         }
+        # Ready only if every live process is (the readiness probe's answer, per process).
+        self.ready = Gauge(*_READY, registry=None, multiprocess_mode="livemin")
         self.stalls = Counter(
             "flask_asgi_loop_stalls", "Event loop stalls over the threshold", registry=None
         )
@@ -175,6 +182,7 @@ class _ProcessMetrics:
         self.workers.labels("waiting").set(now["workers_waiting"])
         for key, gauge in self.gauges.items():
             gauge.set(now[key])
+        self.ready.set(int(now["ready"]))
         self.stalls.inc(now["loop_stalls"] - self.stalls_copied)
         self.stalls_copied = now["loop_stalls"]
         lags, self.state.lag_log = self.state.lag_log or [], []

@@ -1,10 +1,18 @@
 """Where an app's serving is in its life, and the signal that tells long-lived work to end.
 
-Each served app has one :class:`Lifecycle` (in its ``ServingHooks``). The server moves it
-along: ``starting`` -> ``serving`` -> ``draining`` (shutdown asked for; with
-``FLASK_ASGI_DRAIN_DELAY`` it still serves normally, but a readiness check should fail) ->
-``stopping`` (the stop signal is set: streams, SSE and WebSockets end, responses carry
-``Connection: close``) -> ``stopped``.
+Each served app has one :class:`Lifecycle` (in its ``ServingHooks``), the one answer to
+"is this app ready for traffic?" for the readiness probe, ``asgi.stats()`` and Prometheus.
+Its phases, each meaning one thing:
+
+* ``idle``: no lifespan has begun (a server run without one, a test client): requests are
+  served, so it is ready;
+* ``starting``: the lifespan startup is running; not ready;
+* ``serving``: startup completed; ready;
+* ``draining``: shutdown was asked for; with ``FLASK_ASGI_DRAIN_DELAY`` requests are still
+  served normally, but readiness fails so load balancers move away;
+* ``stopping``: the stop signal is set (streams, SSE and WebSockets end, responses carry
+  ``Connection: close``); the lifespan shutdown runs;
+* ``stopped``: the lifespan shutdown ended; ``failed``: the startup failed.
 """
 
 from __future__ import annotations
@@ -14,7 +22,10 @@ import threading
 from collections.abc import Callable
 from typing import Any, Literal
 
-Phase = Literal["starting", "serving", "draining", "stopping", "stopped"]
+Phase = Literal["idle", "starting", "serving", "draining", "stopping", "stopped", "failed"]
+
+#: Phases in which a lifespan runs the app: the stop signal will be set at its end.
+LIFESPAN_PHASES = frozenset({"starting", "serving", "draining", "stopping"})
 
 
 class StopSignal:
@@ -97,11 +108,11 @@ class StopSignal:
 
 
 class Lifecycle:
-    """One app's serving state, read by health checks (``phase``) and by the request path
-    (``close_connections``)."""
+    """One app's serving phase, read by the probes, stats and metrics (``ready``) and by
+    the request path (``close_connections``)."""
 
     def __init__(self) -> None:
-        self.phase: Phase = "stopped"
+        self.phase: Phase = "idle"
         self.stopping = StopSignal()
         #: Responses carry ``Connection: close``: keep-alive connections end after them.
         self.close_connections = False
@@ -109,7 +120,18 @@ class Lifecycle:
     @property
     def ready(self) -> bool:
         """Should a load balancer send new requests here? (Readiness.)"""
-        return self.phase == "serving"
+        return self.phase == "serving" or self.phase == "idle"
+
+    @property
+    def in_lifespan(self) -> bool:
+        """A lifespan runs the app now: its stop signal will be set when serving ends."""
+        return self.phase in LIFESPAN_PHASES
+
+    def starting(self) -> None:
+        self.phase = "starting"
+
+    def failed(self) -> None:
+        self.phase = "failed"
 
     def started(self) -> None:
         self.stopping.clear()
@@ -122,7 +144,7 @@ class Lifecycle:
 
     def stop(self) -> None:
         """Shutdown proper: set the stop signal, close connections after their response."""
-        if self.phase != "stopped":
+        if self.phase not in ("stopped", "failed"):
             self.phase = "stopping"
         self.close_connections = True
         self.stopping.set()

@@ -1,8 +1,10 @@
 """What a running server knows about itself: lifespan phase, loop health, counters.
 
-One :class:`ServingState` per app (``app.extensions["flask_asgi.serving"]``). The lifespan
-handler sets ``started``/``stopping``, the loop watchdog stamps its heartbeat and counts
-stalls and loop lag, and the health probes and ``asgi.stats()`` read it. Every field is a
+One :class:`ServingState` per app (``app.extensions["flask_asgi.serving"]``). Its
+``lifecycle`` is the app's one phase machine (the lifespan handler and the server move it;
+readiness, ``asgi.stats()`` and Prometheus all read ``lifecycle.ready``), the loop watchdog
+stamps its heartbeat and counts stalls and loop lag, and the request path counts what is
+in flight. Every field is a
 plain attribute written from one thread (the loop's, or the watchdog's for ``stalls``),
 so counting costs an attribute store, no lock.
 """
@@ -17,6 +19,8 @@ from typing import Any
 from flask import Flask
 
 from .counters import counters
+from .lifecycle import Lifecycle
+from .state import hooks_of
 
 STATE_KEY = "flask_asgi.serving"
 
@@ -27,15 +31,9 @@ LAG_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 class ServingState:
     """Lifespan phase and loop health of the server that serves one app."""
 
-    def __init__(self) -> None:
-        #: The lifespan startup began (a server that sends no lifespan never sets it).
-        self.lifespan_began = False
-        #: The lifespan startup completed: the app is ready for traffic.
-        self.started = False
-        #: Shutdown began (or a drain: any code may set it): readiness answers 503 from now.
-        self.stopping = False
-        #: The lifespan startup failed (what it started, such as the watchdog, stops).
-        self.failed = False
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        #: The app's phase (the same object as its ``ServingHooks.lifecycle``).
+        self.lifecycle = lifecycle
         #: ``time.monotonic()`` of the watchdog's last heartbeat on the loop (0: no watchdog).
         self.heartbeat = 0.0
         #: Seconds between heartbeats (0: no watchdog).
@@ -60,8 +58,8 @@ class ServingState:
 
     @property
     def ready(self) -> bool:
-        """Ready for traffic: startup complete (or no lifespan at all) and not stopping."""
-        return not (self.stopping or self.failed) and (self.started or not self.lifespan_began)
+        """Ready for traffic (the lifecycle's answer: serving, or no lifespan at all)."""
+        return self.lifecycle.ready
 
     def loop_silence(self) -> float:
         """Seconds since the loop last ran the heartbeat (0 when there is no watchdog)."""
@@ -79,6 +77,8 @@ def serving_state(app: Flask) -> ServingState:
     """The app's :class:`ServingState`, made on first use."""
     state = app.extensions.get(STATE_KEY)
     if not isinstance(state, ServingState):
-        state = app.extensions[STATE_KEY] = ServingState()
+        hooks = hooks_of(app)
+        lifecycle = hooks.lifecycle if hooks is not None else Lifecycle()
+        state = app.extensions[STATE_KEY] = ServingState(lifecycle)
         counters.track(state)  # its requests count in the process's in_flight
     return state

@@ -18,7 +18,7 @@ from flask import Flask
 
 from ..ground.asgi_types import Receive, Send
 from ..ground.bridge import greenlet_await, run_in_greenlet
-from ..ground.serving_state import serving_state
+from ..ground.settings import apply_settings
 from ..ground.state import ServingHooks
 
 logger = logging.getLogger("flask_asgi")
@@ -45,7 +45,7 @@ async def startup(
     """Run the startup hooks; return the ``while_serving`` generators, paused at their yield.
     Then enter the ``around`` steps (mounted apps) into ``around``."""
     running: Generators = []
-    hooks.lifecycle.phase = "starting"
+    apply_settings(app)  # config set after ASGI(app) is checked too: a bad value stops here
     for step in hooks.starting:  # flask-asgi's own (the background tasks' loop...)
         step(app)
     for func in hooks.before_serving:
@@ -114,14 +114,14 @@ async def handle_lifespan(
     """The ASGI entry point for ``lifespan`` scopes."""
     message = await receive()
     assert message["type"] == "lifespan.startup"
-    state = serving_state(app)  # what the readiness probe answers from
-    state.lifespan_began, state.started, state.stopping, state.failed = True, False, False, False
+    lifecycle = hooks.lifecycle  # what readiness answers from
+    lifecycle.starting()
     with app.app_context():
         around = AsyncExitStack()
         try:
             running = await startup(app, hooks, around, scope.get("state", {}))
         except BaseException as exc:
-            state.failed = True
+            lifecycle.failed()
             try:
                 await around.aclose()  # the mounted apps that did start
             except Exception:
@@ -129,10 +129,8 @@ async def handle_lifespan(
             await _report_failure(send, "startup", exc)
             return
         await send({"type": "lifespan.startup.complete"})
-        state.started = True
         message = await receive()
         assert message["type"] == "lifespan.shutdown"
-        state.stopping = True
         try:
             await shutdown(app, hooks, running, around)
         except BaseException as exc:

@@ -9,9 +9,9 @@ can be polled every second and never shows up in the app's logs, sessions or met
   back, the body says how many stalls the watchdog has counted. 503 if the watchdog's
   heartbeat has not run for ``max(1, 4 * threshold)`` seconds though the loop answers (the
   loop's timers are starved).
-* Readiness: 200 once the lifespan startup completed (or when the server sends no
-  lifespan), 503 before that and from the moment shutdown begins, or when any code sets
-  ``ServingState.stopping`` (a drain before shutdown).
+* Readiness: the app's ``Lifecycle.ready`` (as ``asgi.stats()`` and Prometheus): 200 once
+  the lifespan startup completed (or when the server sends no lifespan), 503 while it
+  starts, from the moment shutdown is asked for (``draining``) and after a failed start.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Any
 from flask import Flask
 
 from ..ground.serving_state import serving_state
-from ..ground.state import lifecycle_of
 
 HEALTH_KEY = "FLASK_ASGI_HEALTH_PATH"
 READY_KEY = "FLASK_ASGI_READY_PATH"
@@ -69,10 +68,8 @@ def _liveness(app: Flask) -> tuple[int, dict[str, Any]]:
 
 
 def _readiness(app: Flask) -> tuple[int, dict[str, Any]]:
-    state = serving_state(app)
-    lifecycle = lifecycle_of(app)  # "draining" (FLASK_ASGI_DRAIN_DELAY), then "stopping"
-    if lifecycle is not None and lifecycle.phase in ("draining", "stopping"):
-        return 503, {"status": lifecycle.phase}
-    if state.ready:
+    # The lifecycle's answer, as asgi.stats()["ready"] and Prometheus give it.
+    lifecycle = serving_state(app).lifecycle
+    if lifecycle.ready:
         return 200, {"status": "ready"}
-    return 503, {"status": "stopping" if state.stopping else "starting"}
+    return 503, {"status": lifecycle.phase}

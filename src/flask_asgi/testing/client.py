@@ -18,6 +18,7 @@ from werkzeug.wsgi import get_current_url
 
 from ..ground.bridge import await_, run_in_greenlet
 from ..ground.flask_compat import preserved
+from ..ground.settings import apply_settings
 from ..ground.state import asgi_of
 from .exchange import ASGIApp, ServedApp, asgi_as_wsgi
 from .websocket import AsyncWebSocketSession, WebSocketSession
@@ -25,6 +26,12 @@ from .websocket import AsyncWebSocketSession, WebSocketSession
 
 class FlaskClient(flask.testing.FlaskClient):
     """Flask's test client, with every request sent through the app's ASGI path."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Settings changed since ASGI(app) are checked now, as a server's startup would:
+        # a bad value fails here, naming its key, not inside the first request.
+        apply_settings(self.application)
 
     def run_wsgi_app(self, environ: dict[str, Any], buffered: bool = False) -> tuple[Any, str, Any]:
         # Werkzeug's Client.run_wsgi_app, with the ASGI path in place of the WSGI app.

@@ -250,7 +250,7 @@ class WebSocket:
         if self.idle_timeout > 0:
             self._idle_handle = loop.call_later(self.idle_timeout, self._check_idle)
         lifecycle = lifecycle_of(self.app)
-        if lifecycle is not None and lifecycle.phase != "stopped":  # served: on shutdown, 1001
+        if lifecycle is not None and lifecycle.in_lifespan:  # served: on shutdown, 1001
             stop = lifecycle.stopping.subscribe(lambda: self._close_soon(1001, "going away"))
             self._stop_token = stop
 

@@ -14,7 +14,8 @@ from flask import Flask
 from flask.sansio.scaffold import Scaffold
 
 from ..dispatch import view_is_async
-from .origin import ROUTE_ATTRIBUTE, compile_patterns
+from ...ground.origin_patterns import compile_patterns
+from .origin import ROUTE_ATTRIBUTE
 
 F = TypeVar("F", bound=Callable[..., Any])
 
