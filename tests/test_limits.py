@@ -15,8 +15,8 @@ from flask import Flask, request
 from helpers import body_reader, http_scope
 
 from flask_asgi import ASGI
-from flask_asgi.ground.settings import DEFAULTS
 from flask_asgi.ground.counters import counters
+from flask_asgi.ground.settings import DEFAULTS
 from flask_asgi.protocol.body import BodyTimeout
 
 TIMEOUT_LOG = "FLASK_ASGI_BODY_TIMEOUT"

@@ -19,8 +19,8 @@ from helpers import http_scope, run_live
 
 import flask_asgi
 from flask_asgi.features.metrics import stats
-from flask_asgi.ground.settings import DEFAULTS
 from flask_asgi.ground.counters import counters
+from flask_asgi.ground.settings import DEFAULTS
 
 LOG = "past its request timeout"
 

@@ -46,8 +46,8 @@ from flask.ctx import AppContext
 
 from ..ground.background_loop import background_loop
 from ..ground.bridge import _worker_loop, await_, greenlet_await, run_in_greenlet, run_in_worker
-from ..ground.settings import DEFAULTS
 from ..ground.pools import worker_pool
+from ..ground.settings import DEFAULTS
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response

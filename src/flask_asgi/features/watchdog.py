@@ -131,7 +131,8 @@ class Watchdog:
         while not self._stop.wait(self.check):
             if self.loop.is_closed():
                 return
-            if self.state.lifecycle.phase == "failed":  # the startup failed after starting us: no shutdown will
+            # The startup failed after starting us: no shutdown will come to stop us.
+            if self.state.lifecycle.phase == "failed":
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                     self.loop.call_soon_threadsafe(self.stop)
                 return

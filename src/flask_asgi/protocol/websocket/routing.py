@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 from flask import Flask
 from flask.sansio.scaffold import Scaffold
 
-from ..dispatch import view_is_async
 from ...ground.origin_patterns import compile_patterns
+from ..dispatch import view_is_async
 from .origin import ROUTE_ATTRIBUTE
 
 F = TypeVar("F", bound=Callable[..., Any])
