@@ -204,3 +204,43 @@ def test_blocks_are_offline(tmp_path: Path) -> None:
     result = run_block(Block(ROOT / "README.md", 1, "python", code, None), tmp_path)
     # Refused by the closed proxy port at once (no DNS look-up, no time-out).
     assert "Connection refused" in result.stdout
+
+
+#: Modules a user may import; everything else under flask_asgi is internal.
+PUBLIC_MODULES = {"testing", "tracing", "cli", "pytest_plugin"}
+#: Names with the prefix that are no module: the ASGI scope extension the test client uses.
+NOT_MODULES = {"environ"}
+# Not after a quote: "flask_asgi.serving" is an app.extensions key, not a module.
+PRIVATE = re.compile(r"(?<![\"\w])flask_asgi\.(ground|protocol|features|serving)\b")
+
+
+def user_facing_files() -> list[Path]:
+    examples = sorted((ROOT / "examples").rglob("*.py"))
+    return [*doc_files(), *examples]
+
+
+def test_docs_and_examples_use_only_the_public_api() -> None:
+    """Docs tell users only what ``flask_asgi`` exports (or a public module's names), so a
+    re-layout of the internals breaks no user (issue 18)."""
+    import flask_asgi
+
+    problems = []
+    for path in user_facing_files():
+        text = path.read_text(encoding="utf-8")
+        where = path.relative_to(ROOT)
+        for match in PRIVATE.finditer(text):
+            problems.append(f"{where}: {match.group(0)} is internal")
+        for name in re.findall(r"(?<![\"\w/])flask_asgi\.([A-Za-z_]\w*)", text):
+            if name not in PUBLIC_MODULES | NOT_MODULES and not hasattr(flask_asgi, name):
+                problems.append(f"{where}: flask_asgi.{name} is not exported")
+        for names in re.findall(r"from flask_asgi import (\([^)]*\)|[^\n#]+)", text):
+            for name in filter(None, (n.strip(" ()\n`") for n in names.split(","))):
+                name = name.split(" as ")[0]
+                if name not in flask_asgi.__all__:
+                    problems.append(f"{where}: 'from flask_asgi import {name}' is not public")
+    assert problems == []
+
+
+def test_the_public_api_check_can_fail(tmp_path: Path) -> None:
+    assert PRIVATE.search("from flask_asgi.ground.counters import counters")
+    assert not PRIVATE.search("from flask_asgi import counters")
