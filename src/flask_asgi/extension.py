@@ -71,26 +71,21 @@ class ASGI:
         app.extensions[EXTENSION_KEY] = self.hooks
         self.hooks.asgi = weakref.ref(self)
         self.hooks.factory = type(self)
-        # Background tasks: tasks from the app's threads go to the server loop, and are
-        # drained first at shutdown (they may use what the user's hooks close).
-        if background.serving_started not in self.hooks.starting:
-            self.hooks.starting.append(background.serving_started)
-        # Garbage-collector tuning, once the app is loaded (FLASK_ASGI_GC).
-        if tune_gc not in self.hooks.starting:
-            self.hooks.starting.append(tune_gc)
-        if background.serving_stopping not in self.hooks.stopping:
-            self.hooks.stopping.append(background.serving_stopping)
-        # The loop watchdog: logs the code that blocks the loop (docs/observability.md).
-        if watchdog.serving_started not in self.hooks.starting:
-            self.hooks.starting.append(watchdog.serving_started)
-        if watchdog.serving_stopping not in self.hooks.stopping:
-            self.hooks.stopping.append(watchdog.serving_stopping)
-        # Metrics: asgi.stats(), and FLASK_ASGI_METRICS_PATH with prometheus_client.
+        # flask-asgi's own lifespan steps, run before the user's hooks: background tasks (the
+        # server loop; drained first at shutdown, they may use what the user's hooks close),
+        # GC tuning (FLASK_ASGI_GC, once the app is loaded), the loop watchdog
+        # (docs/observability.md), metrics (asgi.stats(), FLASK_ASGI_METRICS_PATH).
         serving_state(app).metrics_endpoint = metrics.respond
-        if metrics.serving_started not in self.hooks.starting:
-            self.hooks.starting.append(metrics.serving_started)
-        if metrics.serving_stopping not in self.hooks.stopping:
-            self.hooks.stopping.append(metrics.serving_stopping)
+        for startup, shutdown in (
+            (background.startup_step, background.shutdown_step),
+            (tune_gc, None),
+            (watchdog.startup_step, watchdog.shutdown_step),
+            (metrics.startup_step, metrics.shutdown_step),
+        ):
+            if startup not in self.hooks.startup_steps:
+                self.hooks.startup_steps.append(startup)
+            if shutdown is not None and shutdown not in self.hooks.shutdown_steps:
+                self.hooks.shutdown_steps.append(shutdown)
         self.classifier = EndpointClassifier(app)
         self.timeouts = TimeoutPolicy(app)
         this = weakref.ref(self)  # no cycle: an unused ASGI object (and its app) is freed at once

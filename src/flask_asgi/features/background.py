@@ -400,12 +400,12 @@ def _on_request_tearing_down(sender: Flask, **extra: Any) -> None:
 # -- lifespan ----------------------------------------------------------------------------
 
 
-def serving_started(app: Flask) -> None:
+def startup_step(app: Flask) -> None:
     """Lifespan startup: tasks added from the app's own threads go to the server loop."""
     tasks_of(app).loop = asyncio.get_running_loop()
 
 
-async def serving_stopping(app: Flask) -> None:
+async def shutdown_step(app: Flask) -> None:
     """Lifespan shutdown, before the ``after_serving`` hooks: drain the background tasks."""
     timeout = app.config.get("FLASK_ASGI_SHUTDOWN_TIMEOUT", DEFAULTS["FLASK_ASGI_SHUTDOWN_TIMEOUT"])
     try:

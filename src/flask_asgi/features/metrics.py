@@ -242,10 +242,10 @@ def respond(app: Flask, scope: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-# -- lifespan steps (ServingHooks.starting / .stopping) ------------------------------------
+# -- lifespan steps (ServingHooks.startup_steps / .shutdown_steps) ------------------------
 
 
-def serving_started(app: Flask) -> None:
+def startup_step(app: Flask) -> None:
     """Check that the metrics path can be served; in multiprocess mode, start copying."""
     serving_state(app).metrics_endpoint = respond
     if not app.config.get(CONFIG_KEY):
@@ -263,7 +263,7 @@ def serving_started(app: Flask) -> None:
         process.sync()
 
 
-async def serving_stopping(app: Flask) -> None:
+async def shutdown_step(app: Flask) -> None:
     process = app.extensions.pop(_SYNC_KEY, None)
     if isinstance(process, _ProcessMetrics):
         process.stop()

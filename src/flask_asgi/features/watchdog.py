@@ -286,10 +286,10 @@ def _task_of(loop: asyncio.AbstractEventLoop) -> str:
     return f"task {task.get_name()!r}" if task is not None else ""
 
 
-# -- lifespan steps (ServingHooks.starting / .stopping) ------------------------------------
+# -- lifespan steps (ServingHooks.startup_steps / .shutdown_steps) ------------------------
 
 
-def serving_started(app: Flask) -> None:
+def startup_step(app: Flask) -> None:
     """Start the watchdog on the running loop (threshold 0: off)."""
     threshold = float(app.config.get(CONFIG_KEY, 0) or 0)
     old = app.extensions.pop(_WATCHDOG_KEY, None)
@@ -302,7 +302,7 @@ def serving_started(app: Flask) -> None:
     watchdog.start()
 
 
-async def serving_stopping(app: Flask) -> None:
+async def shutdown_step(app: Flask) -> None:
     watchdog = app.extensions.pop(_WATCHDOG_KEY, None)
     if isinstance(watchdog, Watchdog):
         watchdog.stop()

@@ -48,7 +48,7 @@ def parse_gc_setting(value: object) -> tuple[int, ...] | None:
 
 
 def tune_gc(app: Flask) -> None:
-    """A lifespan ``starting`` step: tune the collector once per process, as configured.
+    """A lifespan startup step: tune the collector once per process, as configured.
 
     Skipped for an app in ``TESTING`` mode: a test process runs many apps' lifespans, and
     freezing would keep every cycle alive at that moment for good.

@@ -33,11 +33,11 @@ class ServingHooks:
         self.after_serving: list[Callable[[], Any]] = []
         self.while_serving: list[Callable[[], Any]] = []
         #: flask-asgi's own steps, run before the user's hooks at startup (``fn(app)``)...
-        self.starting: list[Callable[[Flask], None]] = []
+        self.startup_steps: list[Callable[[Flask], None]] = []
         #: ... and before them at shutdown (``await fn(app)``: drains, stop signals).
-        self.stopping: list[Callable[[Flask], Awaitable[None]]] = []
+        self.shutdown_steps: list[Callable[[Flask], Awaitable[None]]] = []
         #: ... and steps entered after every startup hook, exited (last first) after the
-        #: ``stopping`` steps and before the user's shutdown hooks: the lifespans of mounted
+        #: ``shutdown_steps`` and before the user's shutdown hooks: the lifespans of mounted
         #: ASGI apps, which may use what those hooks open (``fn(app, lifespan_state)``).
         self.around: list[Callable[[Flask, dict[str, Any]], AbstractAsyncContextManager[Any]]] = []
         #: ASGI apps served beside Flask (``asgi.mount``): ``(prefix, app)`` in mount order.
@@ -54,12 +54,12 @@ class ServingHooks:
         self.before_serving += other.before_serving
         self.after_serving += other.after_serving
         self.while_serving += other.while_serving
-        for step in other.starting:
-            if step not in self.starting:
-                self.starting.append(step)
-        for stop in other.stopping:
-            if stop not in self.stopping:
-                self.stopping.append(stop)
+        for step in other.startup_steps:
+            if step not in self.startup_steps:
+                self.startup_steps.append(step)
+        for stop in other.shutdown_steps:
+            if stop not in self.shutdown_steps:
+                self.shutdown_steps.append(stop)
         for around in other.around:
             if around not in self.around:
                 self.around.append(around)

@@ -46,7 +46,7 @@ async def startup(
     Then enter the ``around`` steps (mounted apps) into ``around``."""
     running: Generators = []
     apply_settings(app)  # config set after ASGI(app) is checked too: a bad value stops here
-    for step in hooks.starting:  # flask-asgi's own (the background tasks' loop...)
+    for step in hooks.startup_steps:  # flask-asgi's own (the background tasks' loop...)
         step(app)
     for func in hooks.before_serving:
         await _call(func)
@@ -81,7 +81,7 @@ async def _shutdown(
     app: Flask, hooks: ServingHooks, running: Generators, around: AsyncExitStack
 ) -> None:
     # flask-asgi's own first (the background-task drain...): they may use the resources.
-    for stop in hooks.stopping:
+    for stop in hooks.shutdown_steps:
         await stop(app)
     errors: list[BaseException] = []
     try:  # the mounted apps, last first, while the hooks' resources are still open
