@@ -117,5 +117,5 @@ def test_bad_middleware_is_refused_and_not_kept(app: Flask, asgi: flask_asgi.ASG
         asgi.add_middleware("GZipMiddleware")
     with pytest.raises(TypeError, match="no_such_option"):
         asgi.add_middleware(GZipMiddleware, no_such_option=1)
-    assert asgi.hooks.middleware == []
+    assert asgi.state.middleware == []
     assert app.test_client().get("/").text == "ok"

@@ -175,7 +175,7 @@ def test_bad_mounts_are_refused(asgi: flask_asgi.ASGI) -> None:
     asgi.mount("/x", Recorder("x"))
     with pytest.raises(ValueError, match="already mounted at '/x'"):
         asgi.mount("/x/", Recorder("y"))
-    assert len(asgi.hooks.mounts) == 1
+    assert len(asgi.state.mounts) == 1
 
 
 # -- lifespan ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from flask import Flask
 from helpers import http_scope
 
 import flask_asgi
-from flask_asgi.ground.serving_state import serving_state
+from flask_asgi.ground.app_state import app_state
 
 
 async def call(asgi: flask_asgi.ASGI, path: str, method: str = "GET") -> tuple[int, bytes]:
@@ -103,7 +103,7 @@ async def test_without_a_lifespan_the_app_is_ready(app: Flask) -> None:
 async def test_liveness_fails_when_the_heartbeat_is_starved(app: Flask) -> None:
     asgi, _ = probed_app(app)
     async with asgi.serving():
-        state = serving_state(app)
+        state = app_state(app)
         assert (await call(asgi, "/healthz"))[0] == 200
         state.heartbeat -= 5.0  # as if the loop's timers had not run for 5 s
         status, body = await call(asgi, "/healthz")

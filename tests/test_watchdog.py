@@ -17,7 +17,7 @@ from flask import Flask
 from helpers import wait_for
 
 import flask_asgi
-from flask_asgi.ground.serving_state import serving_state
+from flask_asgi.ground.app_state import app_state
 
 
 def blocking_helper() -> None:
@@ -75,7 +75,7 @@ def test_blocking_call_is_named_with_its_line_and_request(
     assert "serving GET /slow" in ended
     blocked = float(ended.split("for ")[1].split(" s")[0])
     assert 0.55 <= blocked < 3, ended
-    assert serving_state(blocking_app).stalls == 1
+    assert app_state(blocking_app).stalls == 1
 
 
 def test_repeats_from_one_site_are_counted_but_logged_once(
@@ -85,7 +85,7 @@ def test_repeats_from_one_site_are_counted_but_logged_once(
     base = live_server(asgi)
     for _ in range(3):
         assert httpx.get(base + "/slow", timeout=10).status_code == 200
-    state = serving_state(blocking_app)
+    state = app_state(blocking_app)
     assert wait_for(lambda: state.stalls == 3, timeout=5), state.stalls
     warnings = [m for m in watchdog_records(caplog) if "has been blocked" in m]
     assert len(warnings) == 1, warnings
@@ -99,7 +99,7 @@ def test_sync_view_sleeping_in_a_worker_is_not_reported(
     with httpx.Client(base_url=base, timeout=10) as client:
         for _ in range(3):
             assert client.get("/sync-slow").text == "sync"
-    state = serving_state(blocking_app)
+    state = app_state(blocking_app)
     assert state.heartbeat > 0  # the watchdog was running all along
     assert sum(state.lag_counts) > 10
     assert state.stalls == 0
@@ -124,7 +124,7 @@ def test_many_short_requests_keeping_the_loop_busy_are_not_reported(
 
     served = asyncio.run(hammer())
     assert served >= 200
-    state = serving_state(blocking_app)
+    state = app_state(blocking_app)
     assert sum(state.lag_counts) > 10  # heartbeats ran in between the requests
     assert state.stalls == 0
     assert watchdog_records(caplog) == []
@@ -140,7 +140,7 @@ def test_threshold_zero_turns_the_watchdog_off(
     assert httpx.get(base + "/slow", timeout=10).text == "slow"
     time.sleep(0.2)
     assert watchdog_records(caplog) == []
-    assert serving_state(blocking_app).heartbeat == 0
+    assert app_state(blocking_app).heartbeat == 0
 
 
 def test_watchdog_thread_stops_with_the_server(
@@ -197,8 +197,8 @@ def test_a_failed_startup_stops_the_watchdog(app: Flask, asgi: flask_asgi.ASGI) 
         with asgi.serving():
             pass
     assert wait_for(lambda: "flask-asgi-watchdog" not in {t.name for t in threading.enumerate()})
-    assert serving_state(app).heartbeat == 0
-    assert not serving_state(app).ready
+    assert app_state(app).heartbeat == 0
+    assert not app_state(app).ready
 
 
 def test_a_blocking_websocket_handler_and_a_blocking_task_are_named(

@@ -10,11 +10,11 @@ from .extension import ASGI
 from .features.background import add_background_task, background_task_failed
 from .features.sse import ServerSentEvent, encode_event, event_stream, last_event_id
 from .features.streaming import stream
+from .ground.app_state import stopping
 from .ground.bridge import await_, run_sync
 from .ground.counters import counters
 from .ground.lifecycle import Lifecycle, StopSignal
 from .ground.settings import SettingError
-from .ground.state import stopping
 from .ground.view_timeout import timeout
 from .ground.websocket_needs_asgi import WebSocketNeedsASGI
 from .protocol.body import BodyTimeout

@@ -13,14 +13,13 @@ from flask import Flask
 from . import server
 from .features import background, metrics, middleware, mounts, watchdog
 from .features.broadcast import Broadcast
+from .ground.app_state import EXTENSION_KEY, AppState, asgi_of
 from .ground.asgi_types import Receive, Send
 from .ground.bridge import async_to_sync, cached_ensure_sync
 from .ground.gc_tuning import tune_gc
 from .ground.lifecycle import Lifecycle, StopSignal
 from .ground.pools import worker_pool
-from .ground.serving_state import serving_state
 from .ground.settings import apply_settings
-from .ground.state import EXTENSION_KEY, ServingHooks, asgi_of
 from .protocol.dispatch import EndpointClassifier
 from .protocol.http import HttpHandler
 from .protocol.lifespan import handle_lifespan
@@ -40,7 +39,7 @@ class ASGI:
 
     def __init__(self, app: Flask | None = None) -> None:
         self._app: Flask | None = None
-        self.hooks = ServingHooks()
+        self.state = AppState()
         self._executor: ThreadPoolExecutor | None = None
         self.classifier: EndpointClassifier
         self.timeouts: TimeoutPolicy
@@ -64,28 +63,28 @@ class ASGI:
             app.ensure_sync = cached_ensure_sync(app)  # type: ignore[method-assign,assignment]
         if app.test_client_class is None:
             app.test_client_class = FlaskClient
-        existing = app.extensions.get(EXTENSION_KEY)
-        if isinstance(existing, ServingHooks) and existing is not self.hooks:
-            existing.adopt(self.hooks)
-            self.hooks = existing
-        app.extensions[EXTENSION_KEY] = self.hooks
-        self.hooks.asgi = weakref.ref(self)
-        self.hooks.factory = type(self)
+        existing = app.extensions.get(EXTENSION_KEY)  # an earlier ASGI object's, or a bare one
+        if isinstance(existing, AppState) and existing is not self.state:
+            existing.adopt(self.state)
+            self.state = existing
+        app.extensions[EXTENSION_KEY] = self.state
+        self.state.asgi = weakref.ref(self)
+        self.state.factory = type(self)
         # flask-asgi's own lifespan steps, run before the user's hooks: background tasks (the
         # server loop; drained first at shutdown, they may use what the user's hooks close),
         # GC tuning (FLASK_ASGI_GC, once the app is loaded), the loop watchdog
         # (docs/observability.md), metrics (asgi.stats(), FLASK_ASGI_METRICS_PATH).
-        serving_state(app).metrics_endpoint = metrics.respond
+        self.state.metrics_endpoint = metrics.respond
         for startup, shutdown in (
             (background.startup_step, background.shutdown_step),
             (tune_gc, None),
             (watchdog.startup_step, watchdog.shutdown_step),
             (metrics.startup_step, metrics.shutdown_step),
         ):
-            if startup not in self.hooks.startup_steps:
-                self.hooks.startup_steps.append(startup)
-            if shutdown is not None and shutdown not in self.hooks.shutdown_steps:
-                self.hooks.shutdown_steps.append(shutdown)
+            if startup not in self.state.startup_steps:
+                self.state.startup_steps.append(startup)
+            if shutdown is not None and shutdown not in self.state.shutdown_steps:
+                self.state.shutdown_steps.append(shutdown)
         self.classifier = EndpointClassifier(app)
         self.timeouts = TimeoutPolicy(app)
         this = weakref.ref(self)  # no cycle: an unused ASGI object (and its app) is freed at once
@@ -96,14 +95,15 @@ class ASGI:
             return asgi._get_executor()
 
         self._http = HttpHandler(app, self.classifier, executor_of, self.timeouts)
-        if self.hooks.mounts or self.hooks.middleware:
+        if self.state.mounts or self.state.middleware:
             self._compose()
 
     @classmethod
     def of(cls, app: Flask) -> ASGI:
         """The ``ASGI`` object serving ``app``, making one (with the app's hooks) if none
         is alive."""
-        if isinstance(app.extensions.get(EXTENSION_KEY), ServingHooks):
+        state = app.extensions.get(EXTENSION_KEY)
+        if isinstance(state, AppState) and state.factory is not None:
             asgi: ASGI = asgi_of(app)
             return asgi
         return cls(app)
@@ -130,7 +130,7 @@ class ASGI:
             return
         kind = scope["type"]
         if kind == "lifespan":
-            await handle_lifespan(self.app, self.hooks, scope, receive, send)
+            await handle_lifespan(self.app, self.state, scope, receive, send)
         elif kind == "websocket":
             await handle_websocket(self.app, self.executor, scope, receive, send)
         else:
@@ -141,17 +141,17 @@ class ASGI:
     def mount(self, prefix: str, app: Any) -> None:
         """Serve the ASGI ``app`` for ``http``/``websocket`` requests whose path is ``prefix``
         or under it (longest prefix wins); its lifespan runs with the server's."""
-        mounts.add_mount(self.hooks, prefix, app)
+        mounts.add_mount(self.state, prefix, app)
         self._compose()
 
     def add_middleware(self, cls: Any, **options: Any) -> None:
         """Wrap the whole ASGI app in ``cls(app, **options)`` (Starlette's convention); the
         last one added is the outermost."""
-        middleware.add_middleware(self.hooks, cls, options)
+        middleware.add_middleware(self.state, cls, options)
         try:
             self._compose()  # builds the stack now: bad options fail here, not at startup
         except BaseException:
-            self.hooks.middleware.pop()
+            self.state.middleware.pop()
             self._compose()  # the stack as it was
             raise
 
@@ -169,36 +169,36 @@ class ASGI:
             assert asgi is not None
             await plain(asgi, scope, receive, send)
 
-        self._stack = middleware.build(flask, self.hooks)
+        self._stack = middleware.build(flask, self.state)
 
     # -- lifespan hooks -------------------------------------------------------------------
 
     def before_serving(self, func: F) -> F:
         """Register ``func`` (sync or async) to run once at startup, in an app context."""
-        self.hooks.before_serving.append(func)
+        self.state.before_serving.append(func)
         return func
 
     def after_serving(self, func: F) -> F:
         """Register ``func`` (sync or async) to run once at shutdown, in an app context."""
-        self.hooks.after_serving.append(func)
+        self.state.after_serving.append(func)
         return func
 
     def while_serving(self, func: F) -> F:
         """Register a generator function: code before its ``yield`` runs at startup, after
         it at shutdown (``async def`` generators too)."""
-        self.hooks.while_serving.append(func)
+        self.state.while_serving.append(func)
         return func
 
     @property
     def lifecycle(self) -> Lifecycle:
         """Where serving is: ``phase`` (``"serving"``, ``"draining"``...), ``ready``."""
-        return self.hooks.lifecycle
+        return self.state.lifecycle
 
     @property
     def stopping(self) -> StopSignal:
         """Set when the server starts shutting down (``flask_asgi.stopping``, without
         needing an app context)."""
-        return self.hooks.lifecycle.stopping
+        return self.state.lifecycle.stopping
 
     # -- running --------------------------------------------------------------------------
 
@@ -230,7 +230,7 @@ class ASGI:
     def broadcast(self) -> Broadcast:
         """Publish/subscribe between connections (in-process, or Redis with
         ``FLASK_ASGI_BROADCAST_URL``)."""
-        return Broadcast(self.app, self.hooks)
+        return Broadcast(self.app, self.state)
 
     def test_client(self, **kwargs: Any) -> Any:
         """An async test client: ``async with asgi.test_client() as client:``."""

@@ -44,6 +44,7 @@ from flask import (
 )
 from flask.ctx import AppContext
 
+from ..ground.app_state import app_state
 from ..ground.background_loop import background_loop
 from ..ground.bridge import _worker_loop, await_, greenlet_await, run_in_greenlet, run_in_worker
 from ..ground.pools import worker_pool
@@ -61,7 +62,6 @@ _signals = Namespace()
 #: in the task's app context; sync receivers may use ``await_``.
 background_task_failed = _signals.signal("flask-asgi.background-task-failed")
 
-EXTENSION_KEY = "flask_asgi.background"
 _ENVIRON_KEY = "flask_asgi.background"
 
 #: After shutdown cancels the tasks still running, how long it lets them run their cleanup.
@@ -102,7 +102,7 @@ def _can_progress(task: asyncio.Task[None], loop: asyncio.AbstractEventLoop) -> 
 
 
 class BackgroundTasks:
-    """The background tasks of one app (``app.extensions["flask_asgi.background"]``).
+    """The background tasks of one app (``AppState.background``).
 
     Holds no reference to the app. Tasks may live on several loops (the server loop, the
     background loop the sync test client uses, a test's loop), so the set is locked.
@@ -289,10 +289,10 @@ async def _wait_any_loop(tasks: list[asyncio.Task[None]], timeout: float | None)
 
 
 def tasks_of(app: Flask) -> BackgroundTasks:
-    tasks = app.extensions.get(EXTENSION_KEY)
-    if tasks is None:
-        tasks = app.extensions.setdefault(EXTENSION_KEY, BackgroundTasks())
-    assert isinstance(tasks, BackgroundTasks)
+    state = app_state(app)
+    if state.background is None:
+        state.background = BackgroundTasks()
+    tasks: BackgroundTasks = state.background
     return tasks
 
 

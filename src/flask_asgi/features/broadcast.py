@@ -34,7 +34,7 @@ from ..ground.bridge import await_
 if TYPE_CHECKING:
     from flask import Flask
 
-    from ..ground.state import ServingHooks
+    from ..ground.app_state import AppState
 
 logger = logging.getLogger("flask_asgi")
 
@@ -335,7 +335,7 @@ class _Bound:
 class Broadcast:
     """``asgi.broadcast``: see the module docstring and docs/websockets.md."""
 
-    def __init__(self, app: Flask, hooks: ServingHooks) -> None:
+    def __init__(self, app: Flask, hooks: AppState) -> None:
         self._app = weakref.ref(app)  # no cycle: the app's extensions hold the hooks
         self._lock = threading.Lock()
         self._bound: _Bound | None = None

@@ -1,6 +1,6 @@
 """``asgi.stats()`` and, with ``prometheus_client``, a Prometheus endpoint.
 
-Counting costs an integer store on the loop thread (``ServingState``, ``WorkerPool.pending``);
+Counting costs an integer store on the loop thread (``AppState``, ``WorkerPool.pending``);
 everything else is computed when asked. The endpoint (``FLASK_ASGI_METRICS_PATH``) is
 answered before the Flask app, like the probes.
 
@@ -21,25 +21,23 @@ from typing import Any, Final
 
 from flask import Flask
 
+from ..ground.app_state import LAG_BUCKETS, AppState, app_state
 from ..ground.counters import counters
 from ..ground.pools import WorkerPool, worker_pool
-from ..ground.serving_state import LAG_BUCKETS, ServingState, serving_state
-from . import background
 
 CONFIG_KEY = "FLASK_ASGI_METRICS_PATH"
-_SYNC_KEY = "flask_asgi.metrics_sync"
 #: Seconds between two copies of the counts into multiprocess-mode metrics.
 SYNC_INTERVAL = 1.0
 
 
 def stats(app: Flask) -> dict[str, Any]:
     """What the server is doing now, in this process (see docs/observability.md)."""
-    state = serving_state(app)
+    state = app_state(app)
     limits = counters.snapshot()
     size = int(app.config["FLASK_ASGI_THREADS"])
     pool = worker_pool(size)
     pending = pool.pending if isinstance(pool, WorkerPool) else 0
-    tasks = app.extensions.get(background.EXTENSION_KEY)
+    tasks = state.background
     running = sum(not t.done() for t in tasks.tasks()) if tasks is not None else 0
     cumulative, buckets = 0, []
     for bound, count in zip((*LAG_BUCKETS, float("inf")), state.lag_counts, strict=True):
@@ -170,7 +168,7 @@ class _ProcessMetrics:
             registry=None,
         )
         self.stalls_copied = 0
-        self.state: ServingState = serving_state(app)
+        self.state: AppState = app_state(app)
         self.state.lag_log = []
         self.handle: asyncio.TimerHandle | None = None
 
@@ -242,12 +240,12 @@ def respond(app: Flask, scope: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-# -- lifespan steps (ServingHooks.startup_steps / .shutdown_steps) ------------------------
+# -- lifespan steps (AppState.startup_steps / .shutdown_steps) ------------------------
 
 
 def startup_step(app: Flask) -> None:
     """Check that the metrics path can be served; in multiprocess mode, start copying."""
-    serving_state(app).metrics_endpoint = respond
+    app_state(app).metrics_endpoint = respond
     if not app.config.get(CONFIG_KEY):
         return
     try:
@@ -259,11 +257,12 @@ def startup_step(app: Flask) -> None:
         ) from exc
     if _multiprocess():
         process = _ProcessMetrics(app, asyncio.get_running_loop())
-        app.extensions[_SYNC_KEY] = process
+        app_state(app).metrics_sync = process
         process.sync()
 
 
 async def shutdown_step(app: Flask) -> None:
-    process = app.extensions.pop(_SYNC_KEY, None)
+    state = app_state(app)
+    process, state.metrics_sync = state.metrics_sync, None
     if isinstance(process, _ProcessMetrics):
         process.stop()

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..ground.state import ServingHooks
+from ..ground.app_state import AppState
 from .mounts import ASGIApp, MountRouter
 
 
-def add_middleware(hooks: ServingHooks, cls: Any, options: dict[str, Any]) -> None:
+def add_middleware(hooks: AppState, cls: Any, options: dict[str, Any]) -> None:
     if not callable(cls):
         raise TypeError(f"add_middleware() needs a middleware class (cls(app, **options)): {cls!r}")
     hooks.middleware.append((cls, options))
 
 
-def build(inner: ASGIApp, hooks: ServingHooks) -> ASGIApp:
+def build(inner: ASGIApp, hooks: AppState) -> ASGIApp:
     """``inner`` (Flask's ASGI callable) with the app's mounts and middleware around it."""
     app: ASGIApp = MountRouter(inner, hooks.mounts) if hooks.mounts else inner
     for cls, options in hooks.middleware:  # the last added ends up outermost

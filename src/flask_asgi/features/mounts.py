@@ -4,7 +4,7 @@ Routing follows the ASGI spec as Starlette's ``Mount`` does: a request whose pat
 the server's ``root_path``) is the prefix or lies under it goes to the mounted app with
 ``path`` unchanged (the full path) and ``root_path`` extended by the prefix; the longest
 prefix wins. Everything else goes to Flask. The mounted apps' lifespans run as a step of
-flask-asgi's lifespan (``ServingHooks.around``): started in mount order once every startup
+flask-asgi's lifespan (``AppState.around``): started in mount order once every startup
 hook has opened its resources, stopped last first before the shutdown hooks close them.
 """
 
@@ -18,15 +18,15 @@ from typing import Any
 
 from flask import Flask
 
+from ..ground.app_state import AppState, state_of
 from ..ground.asgi_types import Receive, Send
-from ..ground.state import ServingHooks, hooks_of
 
 logger = logging.getLogger("flask_asgi")
 
 ASGIApp = Callable[[dict[str, Any], Receive, Send], Coroutine[Any, Any, None]]
 
 
-def add_mount(hooks: ServingHooks, prefix: str, app: Any) -> None:
+def add_mount(hooks: AppState, prefix: str, app: Any) -> None:
     """Record ``app`` under ``prefix``; bad prefixes and non-callables are refused."""
     if not isinstance(prefix, str) or not prefix.startswith("/") or prefix.rstrip("/") == "":
         raise ValueError(
@@ -73,8 +73,8 @@ class MountRouter:
 
 @contextlib.asynccontextmanager
 async def serving(app: Flask, state: dict[str, Any]) -> AsyncIterator[None]:
-    """The lifespans of every app mounted on ``app``: the ``ServingHooks.around`` step."""
-    hooks = hooks_of(app)
+    """The lifespans of every app mounted on ``app``: the ``AppState.around`` step."""
+    hooks = state_of(app)
     timeout = float(app.config["FLASK_ASGI_MOUNT_LIFESPAN_TIMEOUT"])
     async with contextlib.AsyncExitStack() as stack:
         for prefix, mounted in hooks.mounts if hooks is not None else ():

@@ -25,8 +25,8 @@ from typing import Any
 
 from flask import Response, current_app, has_app_context, request
 
+from ..ground.app_state import app_state
 from ..ground.bridge import greenlet_await
-from ..ground.serving_state import serving_state
 from .streaming import stream
 
 #: The comment sent while the generator is idle (lines starting with ":" are ignored).
@@ -138,7 +138,7 @@ class EventStream(AsyncIterable[bytes]):
         pending: asyncio.Task[Any] | None = None
         # Open streams, for asgi.stats(): this generator runs on the loop thread.
         app = current_app._get_current_object() if has_app_context() else None  # type: ignore
-        state = serving_state(app) if app is not None else None
+        state = app_state(app) if app is not None else None
         if state is not None:
             state.sse_streams += 1
         try:

@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 
 from flask import current_app, has_app_context, has_request_context, stream_with_context
 
+from ..ground.app_state import lifecycle_of
 from ..ground.bridge import await_
 from ..ground.lifecycle import StopSignal
-from ..ground.state import lifecycle_of
 
 T = TypeVar("T")
 

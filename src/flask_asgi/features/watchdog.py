@@ -16,7 +16,7 @@ watchdog is two cheap parts:
   gives how long it was blocked.
 
 Repeats from the same code site are logged at most once a minute (the count of the
-suppressed ones is given with the next). Started at lifespan startup (``ServingHooks``),
+suppressed ones is given with the next). Started at lifespan startup (``AppState``),
 so it runs under any ASGI server. asyncio's debug mode (``slow_callback_duration``) only
 reports after the fact, without a stack, and does not run under uvicorn's default uvloop.
 """
@@ -37,12 +37,11 @@ from typing import Any
 
 from flask import Flask
 
-from ..ground.serving_state import ServingState, serving_state
+from ..ground.app_state import AppState, app_state
 
 logger = logging.getLogger("flask_asgi")
 
 CONFIG_KEY = "FLASK_ASGI_BLOCKING_THRESHOLD"
-_WATCHDOG_KEY = "flask_asgi.watchdog"
 #: The same code site is reported at most once in this many seconds.
 REPEAT_INTERVAL = 60.0
 #: How many application frames a warning shows (innermost ones).
@@ -82,7 +81,7 @@ def _plumbing_dirs() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 class Watchdog:
     """Watch one running loop for ``threshold``-second stalls (see the module docstring)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, state: ServingState, threshold: float):
+    def __init__(self, loop: asyncio.AbstractEventLoop, state: AppState, threshold: float):
         self.loop = loop
         self.state = state
         self.threshold = threshold
@@ -286,23 +285,24 @@ def _task_of(loop: asyncio.AbstractEventLoop) -> str:
     return f"task {task.get_name()!r}" if task is not None else ""
 
 
-# -- lifespan steps (ServingHooks.startup_steps / .shutdown_steps) ------------------------
+# -- lifespan steps (AppState.startup_steps / .shutdown_steps) ------------------------
 
 
 def startup_step(app: Flask) -> None:
     """Start the watchdog on the running loop (threshold 0: off)."""
     threshold = float(app.config.get(CONFIG_KEY, 0) or 0)
-    old = app.extensions.pop(_WATCHDOG_KEY, None)
+    state = app_state(app)
+    old, state.watchdog = state.watchdog, None
     if isinstance(old, Watchdog):
         old.stop()
     if threshold <= 0:
         return
-    watchdog = Watchdog(asyncio.get_running_loop(), serving_state(app), threshold)
-    app.extensions[_WATCHDOG_KEY] = watchdog
+    watchdog = state.watchdog = Watchdog(asyncio.get_running_loop(), state, threshold)
     watchdog.start()
 
 
 async def shutdown_step(app: Flask) -> None:
-    watchdog = app.extensions.pop(_WATCHDOG_KEY, None)
+    state = app_state(app)
+    watchdog, state.watchdog = state.watchdog, None
     if isinstance(watchdog, Watchdog):
         watchdog.stop()

@@ -14,7 +14,7 @@ from typing import Protocol
 
 
 class InFlightSource(Protocol):
-    """Counts of one app's HTTP requests in flight (a ``ServingState``)."""
+    """Counts of one app's HTTP requests in flight (a ``AppState``)."""
 
     async_requests: int
     sync_requests: int

@@ -1,6 +1,6 @@
 """Where an app's serving is in its life, and the signal that tells long-lived work to end.
 
-Each served app has one :class:`Lifecycle` (in its ``ServingHooks``), the one answer to
+Each served app has one :class:`Lifecycle` (in its ``AppState``), the one answer to
 "is this app ready for traffic?" for the readiness probe, ``asgi.stats()`` and Prometheus.
 Its phases, each meaning one thing:
 

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from flask import current_app, has_app_context
 
-from .state import EXTENSION_KEY
+from .app_state import EXTENSION_KEY
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()

@@ -18,12 +18,11 @@ from typing import Any
 from flask import Flask
 from werkzeug.exceptions import GatewayTimeout, ServiceUnavailable
 
+from ..ground.app_state import app_state
 from ..ground.asgi_types import Receive, Send
 from ..ground.bridge import Suspended, await_, enter_greenlet, run_in_worker
 from ..ground.counters import WaitingTicket, counters
 from ..ground.lifecycle import Lifecycle
-from ..ground.serving_state import serving_state
-from ..ground.state import hooks_of
 from .body import BodyTimeout, RequestBody
 from .body_feed import BodyFeed, preread
 from .dispatch import EndpointClassifier
@@ -305,8 +304,8 @@ class HttpHandler:
         self.classifier = classifier
         self.executor_of = executor_of
         self.timeouts = timeouts
-        self.hooks = hooks_of(app)
-        self.state = serving_state(app)  # in-flight counts (plain ints: the loop thread)
+        # Hooks and in-flight counts (plain ints: the loop thread), one object.
+        self.hooks = self.state = app_state(app)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         app = self.app

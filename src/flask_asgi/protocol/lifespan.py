@@ -16,10 +16,10 @@ from typing import Any
 
 from flask import Flask
 
+from ..ground.app_state import AppState
 from ..ground.asgi_types import Receive, Send
 from ..ground.bridge import greenlet_await, run_in_greenlet
 from ..ground.settings import apply_settings
-from ..ground.state import ServingHooks
 
 logger = logging.getLogger("flask_asgi")
 
@@ -40,7 +40,7 @@ async def _call(func: Callable[[], Any]) -> Any:
 
 
 async def startup(
-    app: Flask, hooks: ServingHooks, around: AsyncExitStack, state: dict[str, Any]
+    app: Flask, hooks: AppState, around: AsyncExitStack, state: dict[str, Any]
 ) -> Generators:
     """Run the startup hooks; return the ``while_serving`` generators, paused at their yield.
     Then enter the ``around`` steps (mounted apps) into ``around``."""
@@ -64,7 +64,7 @@ async def startup(
 
 
 async def shutdown(
-    app: Flask, hooks: ServingHooks, running: Generators, around: AsyncExitStack
+    app: Flask, hooks: AppState, running: Generators, around: AsyncExitStack
 ) -> None:
     """Resume the ``while_serving`` generators (last first), then run ``after_serving``."""
     # The stop signal, if the server did not set it earlier (flask serve sets it as soon as
@@ -78,7 +78,7 @@ async def shutdown(
 
 
 async def _shutdown(
-    app: Flask, hooks: ServingHooks, running: Generators, around: AsyncExitStack
+    app: Flask, hooks: AppState, running: Generators, around: AsyncExitStack
 ) -> None:
     # flask-asgi's own first (the background-task drain...): they may use the resources.
     for stop in hooks.shutdown_steps:
@@ -109,7 +109,7 @@ async def _shutdown(
 
 
 async def handle_lifespan(
-    app: Flask, hooks: ServingHooks, scope: dict[str, Any], receive: Receive, send: Send
+    app: Flask, hooks: AppState, scope: dict[str, Any], receive: Receive, send: Send
 ) -> None:
     """The ASGI entry point for ``lifespan`` scopes."""
     message = await receive()

@@ -21,7 +21,7 @@ from typing import Any
 
 from flask import Flask
 
-from ..ground.serving_state import serving_state
+from ..ground.app_state import app_state
 
 HEALTH_KEY = "FLASK_ASGI_HEALTH_PATH"
 READY_KEY = "FLASK_ASGI_READY_PATH"
@@ -37,7 +37,7 @@ def probe_response(app: Flask, scope: dict[str, Any]) -> list[dict[str, Any]] | 
     elif path == config.get(READY_KEY):
         status, body = _readiness(app)
     elif path == config.get(METRICS_KEY):
-        endpoint = serving_state(app).metrics_endpoint  # features.metrics (Prometheus)
+        endpoint = app_state(app).metrics_endpoint  # features.metrics (Prometheus)
         return None if endpoint is None else endpoint(app, scope)
     else:
         return None
@@ -54,7 +54,7 @@ def probe_response(app: Flask, scope: dict[str, Any]) -> list[dict[str, Any]] | 
 
 
 def _liveness(app: Flask) -> tuple[int, dict[str, Any]]:
-    state = serving_state(app)
+    state = app_state(app)
     silence = state.loop_silence()
     bound = max(1.0, 40 * state.heartbeat_interval)  # the interval is threshold / 10
     alive = not state.heartbeat or silence <= bound
@@ -69,7 +69,7 @@ def _liveness(app: Flask) -> tuple[int, dict[str, Any]]:
 
 def _readiness(app: Flask) -> tuple[int, dict[str, Any]]:
     # The lifecycle's answer, as asgi.stats()["ready"] and Prometheus give it.
-    lifecycle = serving_state(app).lifecycle
+    lifecycle = app_state(app).lifecycle
     if lifecycle.ready:
         return 200, {"status": "ready"}
     return 503, {"status": lifecycle.phase}

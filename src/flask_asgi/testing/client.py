@@ -16,10 +16,10 @@ import flask.testing
 from werkzeug.test import TestResponse, run_wsgi_app
 from werkzeug.wsgi import get_current_url
 
+from ..ground.app_state import asgi_of
 from ..ground.bridge import await_, run_in_greenlet
 from ..ground.flask_compat import preserved
 from ..ground.settings import apply_settings
-from ..ground.state import asgi_of
 from .exchange import ASGIApp, ServedApp, asgi_as_wsgi
 from .websocket import AsyncWebSocketSession, WebSocketSession
 

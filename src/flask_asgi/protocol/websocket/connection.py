@@ -18,9 +18,9 @@ from flask import Flask
 from werkzeug.datastructures import Headers
 from werkzeug.local import LocalProxy
 
+from ...ground.app_state import lifecycle_of
 from ...ground.asgi_types import Receive, Send
 from ...ground.bridge import await_
-from ...ground.state import lifecycle_of
 from ...ground.websocket_needs_asgi import WebSocketNeedsASGI, reached_without_connection
 
 if TYPE_CHECKING:

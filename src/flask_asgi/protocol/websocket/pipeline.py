@@ -19,9 +19,9 @@ from flask.signals import got_request_exception, request_started
 from werkzeug.exceptions import HTTPException
 
 from ...ground import flask_compat
+from ...ground.app_state import app_state
 from ...ground.asgi_types import Receive, Send
 from ...ground.bridge import await_, run_in_greenlet, run_in_worker
-from ...ground.serving_state import serving_state
 from .connection import WebSocket, WebSocketDisconnect, _current
 from .handshake import CROSS_ORIGIN, handshake_environ, refuse, refused_with_response, reject
 from .middleware import through_middleware
@@ -50,7 +50,7 @@ async def handle_websocket(
         max_message=int(config.get("FLASK_ASGI_WEBSOCKET_MAX_MESSAGE") or 0),
         idle_timeout=float(config.get("FLASK_ASGI_WEBSOCKET_IDLE_TIMEOUT") or 0),
     )
-    state = serving_state(app)
+    state = app_state(app)
     state.websockets += 1  # open connections, for asgi.stats() (loop thread)
     try:
         if answer is not None:  # a middleware answered in Flask's place
