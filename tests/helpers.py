@@ -38,7 +38,8 @@ def free_port() -> int:
 def run_live(asgi: Any, graceful: bool = False, **options: Any) -> Iterator[str]:
     """Serve ``asgi`` on a real uvicorn server in a background thread; yield its base URL.
 
-    ``graceful``: the server ``flask serve`` runs (flask_asgi.server.graceful_server)."""
+    ``graceful``: the server ``flask serve`` runs
+    (flask_asgi.serving.uvicorn_server.graceful_server)."""
     port = free_port()
     options.setdefault("lifespan", "on")
     options.setdefault("log_level", "warning")
@@ -47,7 +48,7 @@ def run_live(asgi: Any, graceful: bool = False, **options: Any) -> Iterator[str]
     config = uvicorn.Config(asgi, host="127.0.0.1", port=port, **options)
     sockets = None
     if graceful:
-        from flask_asgi.server import graceful_server
+        from flask_asgi.serving.uvicorn_server import graceful_server
 
         server, sockets = graceful_server(asgi, config)
     else:

@@ -17,13 +17,15 @@ import httpx
 import pytest
 from helpers import VENV_BIN, free_port, wait_for
 
-from flask_asgi.servers import HEADER_READ_TIMEOUT, ServeOptions
-from flask_asgi.servers.granian_server import granian_server
-from flask_asgi.servers.hypercorn_server import hypercorn_config
+from flask_asgi.ground.config import DEFAULTS
+from flask_asgi.serving import SERVERS, ServeOptions, serve_options
+from flask_asgi.serving.granian_server import granian_server, header_read_timeout_ms
+from flask_asgi.serving.hypercorn_server import hypercorn_config
 
 TESTS = Path(__file__).resolve().parent
 FACTORY = "flask_asgi.cli:app_factory"
 OTHERS = ["granian", "hypercorn"]
+HEADER_TIMEOUT = float(DEFAULTS["FLASK_ASGI_HEADER_TIMEOUT"])
 
 
 def test_granian_gets_every_option() -> None:
@@ -34,10 +36,51 @@ def test_granian_gets_every_option() -> None:
     assert (server.reload_on_changes, server.url_path_prefix) == (False, "/p")
     assert server.log_level.value == "debug"  # granian has no "trace"
     assert server.workers_kill_timeout == 3  # whole seconds, rounded up
-    assert server.http1_settings.header_read_timeout == HEADER_READ_TIMEOUT * 1000
+    assert server.http1_settings.header_read_timeout == HEADER_TIMEOUT * 1000
     assert granian_server(FACTORY, ServeOptions("::1", 1, reload=True)).reload_on_changes
     assert server.loop.value == "auto"
     assert granian_server(FACTORY, ServeOptions("::1", 1, loop="asyncio")).loop.value == "asyncio"
+
+
+def test_granian_header_timeout_is_the_apps() -> None:
+    """FLASK_ASGI_HEADER_TIMEOUT reaches granian in milliseconds; granian has no "never"
+    and takes 1 to 60,000 ms, so 0 and longer timeouts become 60 s."""
+    options = ServeOptions("127.0.0.1", 1, header_timeout=2.5)
+    assert granian_server(FACTORY, options).http1_settings.header_read_timeout == 2500
+    timeouts = [header_read_timeout_ms(s) for s in (0, 0.0001, 60, 3600)]
+    assert timeouts == [60_000, 1, 60_000, 60_000]
+
+
+def test_serve_options_take_the_apps_settings_unless_chosen() -> None:
+    config = dict(
+        DEFAULTS,
+        FLASK_ASGI_SHUTDOWN_TIMEOUT=7.0,
+        FLASK_ASGI_HEADER_TIMEOUT=3.0,
+        FLASK_ASGI_DRAIN_DELAY=1.5,
+    )
+    options = serve_options(config, "::1", 80, workers=2, timeout_graceful_shutdown=None)
+    assert (options.timeout_graceful_shutdown, options.header_timeout) == (7.0, 3.0)
+    assert (options.drain_delay, options.workers, options.one_process) == (1.5, 2, False)
+    chosen = serve_options(config, "::1", 80, timeout_graceful_shutdown=20.0)
+    assert (chosen.timeout_graceful_shutdown, chosen.one_process) == (20.0, True)
+
+
+def test_registry_has_every_server_and_loads_none_on_import() -> None:
+    assert list(SERVERS) == ["uvicorn", "granian", "hypercorn"]
+    assert [name for name, server in SERVERS.items() if server.in_process] == ["uvicorn"]
+    for server in SERVERS.values():
+        assert callable(server.load().run)
+    with pytest.raises(ValueError, match="granian cannot serve an app object"):
+        SERVERS["granian"].load_in_process()
+    # import flask_asgi loads no server library (and does not touch uvicorn's logger).
+    code = (
+        "import sys, logging, flask_asgi, flask_asgi.cli\n"
+        "loaded = [m for m in ('uvicorn', 'granian', 'hypercorn') if m in sys.modules]\n"
+        "assert loaded == [], loaded\n"
+        "assert not logging.getLogger('uvicorn.error').filters\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_hypercorn_gets_every_option() -> None:
@@ -51,8 +94,8 @@ def test_hypercorn_gets_every_option() -> None:
     assert hypercorn_config(FACTORY, ServeOptions("::1", 1, loop="uvloop")).worker_class == "uvloop"
 
 
-def _serve(server: str, port: int, *extra: str, marker: Path | None = None) -> Any:
-    env = dict(os.environ, MATRIX_MARKER=str(marker or ""))
+def _serve(server: str, port: int, *extra: str, marker: Path | None = None, **env_vars: str) -> Any:
+    env = dict(os.environ, MATRIX_MARKER=str(marker or ""), **env_vars)
     return subprocess.Popen(
         [str(VENV_BIN / "flask"), "--app", "server_matrix_app", "serve", "--server", server,
          "--port", str(port), "--log-level", "warning", *extra],
@@ -150,13 +193,18 @@ def test_sigterm_waits_for_the_request_in_flight(server: str, workers: str, tmp_
 
 
 @pytest.mark.parametrize(
-    ("server", "drops_after"), [("granian", HEADER_READ_TIMEOUT), ("hypercorn", 5.0)]
+    ("server", "drops_after", "setting"),
+    [("granian", HEADER_TIMEOUT, None), ("granian", 3.0, "3"), ("hypercorn", 5.0, None)],
 )
-def test_slow_header_client_is_dropped(server: str, drops_after: float) -> None:
+def test_slow_header_client_is_dropped(
+    server: str, drops_after: float, setting: str | None
+) -> None:
     """A client dripping one header line a second never completes its request head: the
-    server drops it after its header timeout, instead of holding the connection forever."""
+    server drops it after its header timeout (granian: the app's FLASK_ASGI_HEADER_TIMEOUT),
+    instead of holding the connection forever."""
     port = free_port()
-    proc = _serve(server, port)
+    env = {} if setting is None else {"FLASK_ASGI_HEADER_TIMEOUT": setting}
+    proc = _serve(server, port, **env)
     try:
         _wait_ready(proc, f"http://127.0.0.1:{port}")
         with socket.create_connection(("127.0.0.1", port)) as sock:

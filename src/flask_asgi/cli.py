@@ -1,28 +1,27 @@
 """``flask --app module serve``: serve any Flask app on uvicorn, no code change needed.
 
-Registered through the ``flask.commands`` entry point. With ``--workers`` or ``--reload``
-uvicorn starts its own processes, which cannot be handed an app object: they import this
+Registered through the ``flask.commands`` entry point. The server comes from the registry
+(:mod:`flask_asgi.serving`). A server that cannot be handed an app object (granian,
+hypercorn, uvicorn with ``--workers`` or ``--reload``) starts processes that import this
 module's :func:`app_factory`, which finds the app again the way the ``flask`` command did.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import click
-import uvicorn
 from flask.cli import ScriptInfo, pass_script_info
 from flask.helpers import get_debug_flag
 from werkzeug.debug import DebuggedApplication
 
 from .extension import ASGI
 from .ground.settings import DEFAULTS
-from .server import graceful_server, uvicorn_config
-from .servers import NAMES, ServeOptions, ServerMissing, run_server
+from .serving import DEFAULT, SERVERS, ServerMissing, serve_options
 
 _APP_ENV = "FLASK_ASGI_CLI_APP"
-_SHUTDOWN_KEY = "FLASK_ASGI_SHUTDOWN_TIMEOUT"
+#: What a server's own processes call to load the app (``--workers``, ``--reload``, ...).
+APP_FACTORY = "flask_asgi.cli:app_factory"
 _THRESHOLD_KEY = "FLASK_ASGI_BLOCKING_THRESHOLD"
 _DEBUG_THRESHOLD = 0.1  # seconds, under --debug
 
@@ -58,9 +57,9 @@ def debug_setup(asgi: ASGI) -> ASGI:
 @click.option(
     "--server",
     "server_name",
-    default=NAMES[0],
+    default=DEFAULT.name,
     show_default=True,
-    type=click.Choice(NAMES),
+    type=click.Choice(list(SERVERS)),
     help="The ASGI server (granian and hypercorn: pip install 'flask-asgi[granian]'...).",
 )
 @click.option("--host", "-h", default="127.0.0.1", show_default=True, help="Interface to bind.")
@@ -106,41 +105,25 @@ def serve_command(
     loop: str,
     timeout_graceful_shutdown: float | None,
 ) -> None:
-    options: dict[str, Any] = {"log_level": log_level, "root_path": root_path, "loop": loop}
     if reload is None:
         reload = get_debug_flag()
-    if workers > 1 or reload:
-        # uvicorn's own processes cannot be handed an app object: they import the factory.
-        if info.app_import_path:
-            os.environ[_APP_ENV] = info.app_import_path
-        info.load_app()  # fail here, with Flask's message, if the app cannot be found
-        target: Any = "flask_asgi.cli:app_factory"
-        options.update(factory=True, workers=workers, reload=reload)
-    else:
-        target = debug_setup(ASGI.of(info.load_app()))
-    if timeout_graceful_shutdown is None:  # load_app() is cached: the app loaded above
-        config = info.load_app().config
-        timeout_graceful_shutdown = float(config.get(_SHUTDOWN_KEY, DEFAULTS[_SHUTDOWN_KEY]))
-    options["timeout_graceful_shutdown"] = timeout_graceful_shutdown
-    if server_name != "uvicorn":  # flask_asgi.servers maps the same options to the other servers
-        if info.app_import_path:
-            os.environ[_APP_ENV] = info.app_import_path
-        chosen = ServeOptions(
-            host, port, workers, reload, log_level, root_path, timeout_graceful_shutdown, loop
-        )
-        try:
-            status = run_server(server_name, "flask_asgi.cli:app_factory", chosen)
-        except ServerMissing as missing:
-            raise click.UsageError(str(missing)) from None
-        if status:
-            raise SystemExit(status)
-        return
-    server_config = uvicorn_config(target, host, port, **options)
-    if server_config.should_reload or server_config.workers > 1:
-        uvicorn.run(target, host=host, port=port, lifespan="on", **options)
-        return
-    # One process: the port is bound before any startup hook, and SIGTERM loses nothing.
-    server, sockets = graceful_server(target, server_config)
-    server.run(sockets=sockets)
-    if not server.started:
-        raise SystemExit(3)  # uvicorn's code for a failed startup
+    # Fail here, with Flask's message, if the app cannot be found; ASGI.of fills in the
+    # app's flask-asgi settings, which go to the server from here (shutdown, header
+    # timeout, drain delay): granian and hypercorn take them before a worker loads the app.
+    asgi = ASGI.of(info.load_app())
+    options = serve_options(
+        asgi.app.config, host, port, workers=workers, reload=reload, log_level=log_level,
+        root_path=root_path, loop=loop, timeout_graceful_shutdown=timeout_graceful_shutdown,
+    )  # fmt: skip
+    server = SERVERS[server_name]
+    try:
+        if server.in_process and options.one_process:
+            status = server.load_in_process().run_app(debug_setup(asgi), options)
+        else:  # the server's processes load the app by import path, through app_factory
+            if info.app_import_path:
+                os.environ[_APP_ENV] = info.app_import_path
+            status = server.load().run(APP_FACTORY, options)
+    except ServerMissing as missing:
+        raise click.UsageError(str(missing)) from None
+    if status:
+        raise SystemExit(status)

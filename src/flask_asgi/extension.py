@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 
 from flask import Flask
 
-from . import server
 from .features import background, metrics, middleware, mounts, watchdog
 from .features.broadcast import Broadcast
 from .ground.app_state import EXTENSION_KEY, AppState, asgi_of
@@ -25,6 +24,7 @@ from .protocol.http import HttpHandler
 from .protocol.lifespan import handle_lifespan
 from .protocol.timeouts import TimeoutPolicy
 from .protocol.websocket import handle_websocket, websocket_route
+from .serving import DEFAULT as DEFAULT_SERVER
 from .testing import AsyncClient, FlaskClient, Lifespan
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -204,11 +204,11 @@ class ASGI:
 
     async def serve(self, host: str = "127.0.0.1", port: int = 5000, **options: Any) -> None:
         """Serve on uvicorn from a running event loop (Quart's ``app.run_task()``)."""
-        await server.serve(self, host, port, **options)
+        await DEFAULT_SERVER.load_in_process().serve(self, host, port, **options)
 
     def run(self, host: str = "127.0.0.1", port: int = 5000, **options: Any) -> None:
         """Serve on uvicorn, blocking until the server stops (Flask's ``app.run()``)."""
-        server.run(self, host, port, **options)
+        DEFAULT_SERVER.load_in_process().run_asgi(self, host, port, **options)
 
     def stats(self) -> dict[str, Any]:
         """What the server is doing now, in this process: requests in flight (async, sync),

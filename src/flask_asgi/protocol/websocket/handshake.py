@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import sys
 from typing import Any
 
 from flask import Response
@@ -46,12 +47,15 @@ class _DenialLogFilter(logging.Filter):
 
 
 _denial_filter = _DenialLogFilter()
-logging.getLogger("uvicorn.error").addFilter(_denial_filter)
 
 
 def refused_with_response() -> None:
     """Mark the current ASGI task's connection as refused with an HTTP response."""
     _refused_with_response.set(True)
+    # The filter goes on uvicorn's logger only when uvicorn is what serves (whichever way it
+    # was started), before the record it drops: uvicorn logs it once the app has returned.
+    if "uvicorn" in sys.modules:
+        logging.getLogger("uvicorn.error").addFilter(_denial_filter)  # once: it checks
 
 
 async def _no_body() -> dict[str, Any]:

@@ -1,11 +1,15 @@
-"""``flask serve --server hypercorn``: the options mapped to hypercorn's ``Config``."""
+"""``flask serve --server hypercorn``: the options mapped to hypercorn's ``Config``.
+
+hypercorn's app is loaded by import path (``flask_asgi.cli:app_factory``), in this process
+with one worker, or in each of its worker processes.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from . import ServeOptions, ServerMissing
+from .options import ServeOptions, ServerMissing
 
 logger = logging.getLogger("flask_asgi")
 
@@ -24,8 +28,7 @@ def hypercorn_config(factory: str, options: ServeOptions) -> Any:
     config.bind = [f"{host}:{options.port}"]
     config.application_path = f"{factory}()"  # hypercorn evaluates what follows the colon
     # One worker, no reload: serve in this process (0), as uvicorn does; else its supervisor.
-    multi = options.workers > 1 or options.reload
-    config.workers = options.workers if multi else 0
+    config.workers = 0 if options.one_process else options.workers
     config.use_reloader = options.reload
     config.root_path = options.root_path
     config.graceful_timeout = options.timeout_graceful_shutdown
@@ -35,13 +38,15 @@ def hypercorn_config(factory: str, options: ServeOptions) -> Any:
         config.worker_class = options.loop
     # Slow-header defence: hypercorn's keep-alive timer (5 s) runs until a request's head
     # is complete, so a client dripping header lines is dropped then (measured). Its
-    # read_timeout would also drop quiet SSE and WebSocket clients, so it stays off.
+    # read_timeout would also drop quiet SSE and WebSocket clients, so it stays off, and
+    # FLASK_ASGI_HEADER_TIMEOUT has no hypercorn setting to map to.
     return config
 
 
-def run_hypercorn(factory: str, options: ServeOptions) -> int:
+def run(target_factory: str, options: ServeOptions) -> int:
+    """Serve until hypercorn is stopped; the exit status (3: startup failed)."""
     try:
-        from hypercorn.run import run
+        from hypercorn.run import run as hypercorn_run
         from hypercorn.utils import LifespanFailureError
     except ImportError:
         raise ServerMissing("hypercorn") from None
@@ -53,7 +58,10 @@ def run_hypercorn(factory: str, options: ServeOptions) -> int:
             " use --server granian, or gunicorn, for several workers",
             options.workers,
         )
+    if options.drain_delay > 0:
+        # hypercorn stops accepting at once on SIGTERM: it has no hook to serve on first.
+        logger.warning("FLASK_ASGI_DRAIN_DELAY is not applied under hypercorn (uvicorn only)")
     try:
-        return int(run(hypercorn_config(factory, options)) or 0)
+        return int(hypercorn_run(hypercorn_config(target_factory, options)) or 0)
     except LifespanFailureError:
         return 3  # a startup hook failed (logged): uvicorn's code for a failed startup

@@ -38,8 +38,8 @@ from typing import Any
 
 import uvicorn
 
-from .ground.counters import counters
-from .ground.lifecycle import Lifecycle
+from ..ground.counters import counters
+from ..ground.lifecycle import Lifecycle
 
 logger = logging.getLogger("uvicorn.error")
 

@@ -1,0 +1,69 @@
+"""``flask serve --server granian``: the options mapped to granian's (``--interface asgi``).
+
+granian starts its own worker processes, which cannot be handed an app object: each calls
+the factory (an import path, ``flask_asgi.cli:app_factory``) to load the app.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from .options import ServeOptions, ServerMissing
+
+logger = logging.getLogger("flask_asgi")
+
+#: ``flask serve`` log levels in granian's terms (granian has no "trace").
+_LOG_LEVELS = {"trace": "debug"}
+
+#: The longest header read timeout granian accepts, in milliseconds (its
+#: ``--http1-header-read-timeout`` is 1 to 60,000); its setting must be above 0.
+MAX_HEADER_READ_TIMEOUT_MS = 60_000
+
+
+def header_read_timeout_ms(seconds: float) -> int:
+    """FLASK_ASGI_HEADER_TIMEOUT in granian's terms: milliseconds, 1 to 60,000. granian
+    has no "never", so 0 (never) and anything longer become its longest, 60 s."""
+    if seconds <= 0:
+        return MAX_HEADER_READ_TIMEOUT_MS
+    return max(1, min(MAX_HEADER_READ_TIMEOUT_MS, round(seconds * 1000)))
+
+
+def granian_server(factory: str, options: ServeOptions) -> Any:
+    """A ``granian.Granian`` server for ``options`` that loads the app with ``factory``."""
+    try:
+        from granian import Granian
+        from granian.constants import Interfaces, Loops
+        from granian.http import HTTP1Settings
+        from granian.log import LogLevels
+    except ImportError:
+        raise ServerMissing("granian") from None
+    return Granian(
+        factory,
+        factory=True,
+        address=options.host,
+        port=options.port,
+        interface=Interfaces.ASGI,  # with the lifespan protocol (ASGINL has none)
+        loop=Loops(options.loop),
+        workers=options.workers,
+        reload=options.reload,
+        log_level=LogLevels(_LOG_LEVELS.get(options.log_level, options.log_level)),
+        log_access=True,  # as uvicorn does by default
+        url_path_prefix=options.root_path or None,
+        # granian's graceful stop has no deadline of its own: this bounds it (whole seconds).
+        workers_kill_timeout=max(1, math.ceil(options.timeout_graceful_shutdown)),
+        # Slow-header defence: FLASK_ASGI_HEADER_TIMEOUT (granian's own default is 30 s).
+        http1_settings=HTTP1Settings(
+            header_read_timeout=header_read_timeout_ms(options.header_timeout)
+        ),
+    )
+
+
+def run(target_factory: str, options: ServeOptions) -> int:
+    """Serve until granian is stopped; the exit status."""
+    if options.drain_delay > 0:
+        # granian stops accepting at once on SIGTERM: it has no hook to serve on first.
+        logger.warning("FLASK_ASGI_DRAIN_DELAY is not applied under granian (uvicorn only)")
+    granian_server(target_factory, options).serve()
+    return 0
