@@ -60,6 +60,26 @@ def test_the_checker_finds_cycles_upward_imports_and_long_modules(tmp_path: Path
     assert "features.e" not in text
 
 
+def test_the_checker_finds_a_package_and_submodule_cycle(tmp_path: Path) -> None:
+    """A package whose ``__init__`` imports a submodule (here inside a function, as a
+    registry would) that takes a name from the package back is a cycle."""
+    package = _package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "servers/__init__.py": "NAMES = ()\n\ndef run():\n    from .granian import go\n",
+            "servers/granian.py": "from . import NAMES\n",
+            "servers/options.py": "NAMES = ()\n",
+            "servers/hypercorn.py": "from .options import NAMES\n",  # no cycle: a peer
+        },
+    )
+    problems, graph = layers.check(package)
+    assert problems == [
+        "import cycle: flask_asgi.servers -> flask_asgi.servers.granian -> flask_asgi.servers"
+    ]
+    assert graph["flask_asgi.servers.hypercorn"] == {"flask_asgi.servers.options"}
+
+
 def test_architecture_doc_lists_every_module_on_its_floor() -> None:
     """docs/architecture.md opens with the floors table: keep it true."""
     text = (ROOT / "docs" / "architecture.md").read_text()

@@ -4,7 +4,10 @@ Each module of ``src/flask_asgi`` stands on a floor: ``ground/`` (0), ``protocol
 ``features/`` (2), and the package's top (3: the façade, the CLI, the server glue, the
 test clients). Every import of one flask_asgi module by another, including imports made
 inside functions, must go to the same floor or a lower one, and the imports must form no
-cycle. Imports under ``if TYPE_CHECKING:`` are annotations only and are not counted.
+cycle. A module importing a name from its own package (``from . import NAME``, not a
+submodule) depends on the package's ``__init__``: if that ``__init__`` imports the
+module, even inside a function, it is a cycle too. Imports under ``if TYPE_CHECKING:``
+are annotations only and are not counted.
 No module may be longer than 500 lines. Exits 1 and lists the problems if any.
 """
 
@@ -92,8 +95,8 @@ def check(package: Path = PACKAGE) -> tuple[list[str], dict[str, set[str]]]:
         for target, line in _imports(tree, name, path.name == "__init__.py", set(modules)):
             if target not in modules or target == name:
                 continue
-            if name.startswith(target + "."):
-                continue  # a module's own package: its __init__ only re-exports
+            # A module's own package counts too: "from . import X" in a submodule, X not a
+            # module, runs the package's __init__, which may import that submodule back.
             graph[name].add(target)
             if floor_of(target) > floor_of(name):
                 problems.append(
@@ -132,12 +135,34 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
                 if member == node:
                     break
             if len(component) > 1:
-                found.append(sorted(component) + [sorted(component)[0]])
+                found.append(_cycle_in(set(component), graph))
 
     for node in sorted(graph):
         if node not in index:
             connect(node)
     return found
+
+
+def _cycle_in(members: set[str], graph: dict[str, set[str]]) -> list[str]:
+    """A shortest cycle through the first of ``members`` (a strongly connected component),
+    as the imports go: ``[a, b, a]``."""
+    start = min(members)
+    came_from: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for nxt in sorted(graph[node] & members):
+                if nxt == start:
+                    path = [node]
+                    while path[-1] != start:
+                        path.append(came_from[path[-1]])
+                    return [start, *reversed(path[:-1]), start]
+                if nxt not in came_from:
+                    came_from[nxt] = node
+                    following.append(nxt)
+        frontier = following
+    raise AssertionError("not a strongly connected component")
 
 
 def main() -> int:
