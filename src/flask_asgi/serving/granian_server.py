@@ -17,14 +17,14 @@ logger = logging.getLogger("flask_asgi")
 #: ``flask serve`` log levels in granian's terms (granian has no "trace").
 _LOG_LEVELS = {"trace": "debug"}
 
-#: The longest header read timeout granian accepts, in milliseconds (its
-#: ``--http1-header-read-timeout`` is 1 to 60,000); its setting must be above 0.
+#: The longest header read timeout granian's own command line accepts, in milliseconds
+#: (``--http1-header-read-timeout``: 1 to 60,000); the setting must be above 0.
 MAX_HEADER_READ_TIMEOUT_MS = 60_000
 
 
 def header_read_timeout_ms(seconds: float) -> int:
     """FLASK_ASGI_HEADER_TIMEOUT in granian's terms: milliseconds, 1 to 60,000. granian
-    has no "never", so 0 (never) and anything longer become its longest, 60 s."""
+    has no "never", so 0 (never) and anything longer become the longest it takes, 60 s."""
     if seconds <= 0:
         return MAX_HEADER_READ_TIMEOUT_MS
     return max(1, min(MAX_HEADER_READ_TIMEOUT_MS, round(seconds * 1000)))
