@@ -26,6 +26,9 @@ def test_flask_test_suite_passes_through_flask_asgi() -> None:
     # Proof the requests really took the ASGI path, not Flask's WSGI one.
     assert summary["asgi_requests"] >= 400
     assert summary["passing_through_flask_asgi"] >= 0.98 * baseline
+    # The same suite with every view made async (the request greenlet path): all of it.
+    assert summary["differing_with_async_views"] == []
+    assert summary["passing_with_async_views"] == baseline
     # Every remaining difference must be explained in docs/differences.md.
     documented = (ROOT / "docs" / "differences.md").read_text()
     undocumented = [name for name in summary["differing"] if name not in documented]

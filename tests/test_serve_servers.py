@@ -17,7 +17,7 @@ import httpx
 import pytest
 from helpers import VENV_BIN, free_port, wait_for
 
-from flask_asgi.ground.config import DEFAULTS
+from flask_asgi.ground.settings import DEFAULTS
 from flask_asgi.serving import SERVERS, ServeOptions, serve_options
 from flask_asgi.serving.granian_server import granian_server, header_read_timeout_ms
 from flask_asgi.serving.hypercorn_server import hypercorn_config

@@ -19,11 +19,13 @@ from .ground.view_timeout import timeout
 from .ground.websocket_needs_asgi import WebSocketNeedsASGI
 from .protocol.body import BodyTimeout
 from .protocol.websocket import WebSocket, WebSocketDisconnect, websocket, websocket_route
+from .serving.options import PortInUse
 
 __all__ = [
     "ASGI",
     "BodyTimeout",
     "Lifecycle",
+    "PortInUse",
     "ServerSentEvent",
     "SettingError",
     "add_background_task",

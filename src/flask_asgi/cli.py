@@ -16,7 +16,7 @@ from flask.helpers import get_debug_flag
 from werkzeug.debug import DebuggedApplication
 
 from .extension import ASGI
-from .ground.settings import DEFAULTS
+from .ground.settings import DEFAULTS, SettingError
 from .serving import DEFAULT, SERVERS, ServerMissing, serve_options
 
 _APP_ENV = "FLASK_ASGI_CLI_APP"
@@ -110,7 +110,10 @@ def serve_command(
     # Fail here, with Flask's message, if the app cannot be found; ASGI.of fills in the
     # app's flask-asgi settings, which go to the server from here (shutdown, header
     # timeout, drain delay): granian and hypercorn take them before a worker loads the app.
-    asgi = ASGI.of(info.load_app())
+    try:
+        asgi = ASGI.of(info.load_app())
+    except SettingError as bad:  # one line naming the key, not a traceback
+        raise click.ClickException(str(bad)) from None
     options = serve_options(
         asgi.app.config, host, port, workers=workers, reload=reload, log_level=log_level,
         root_path=root_path, loop=loop, timeout_graceful_shutdown=timeout_graceful_shutdown,

@@ -57,6 +57,10 @@ def serve_options(config: Mapping[str, Any], host: str, port: int, **chosen: Any
     return ServeOptions(host, port, **chosen)
 
 
+class PortInUse(SystemExit):
+    """The address cannot be bound: raised before any startup hook runs (exit status 1)."""
+
+
 class ServerMissing(RuntimeError):
     """The chosen server is not installed (its extra names the package to install)."""
 

@@ -40,6 +40,7 @@ import uvicorn
 
 from ..ground.counters import counters
 from ..ground.lifecycle import Lifecycle
+from .options import PortInUse
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -48,10 +49,6 @@ logger = logging.getLogger("uvicorn.error")
 WEBSOCKET_GRACE = 1.0
 
 _NOT_HTTP = object()
-
-
-class PortInUse(SystemExit):
-    """The address cannot be bound: raised before any startup hook runs."""
 
 
 def bind(config: uvicorn.Config) -> socket.socket | None:
