@@ -107,3 +107,66 @@ def test_without_debug_no_debugger_and_no_reloader(tmp_path: Path, cli_server: A
     assert "Debugger PIN" not in output
     assert "reloader" not in output
     assert "flask-asgi: the event loop has been blocked" not in output  # 0.25 s < 0.5 s
+
+
+@pytest.mark.parametrize(
+    ("flask_options", "env_debug", "source"),
+    [(["--debug"], None, "--debug"), ([], "1", "FLASK_DEBUG in the environment")],
+)
+def test_debug_on_a_public_host_is_refused_naming_why(
+    tmp_path: Path,
+    cli_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    flask_options: list[str],
+    env_debug: str | None,
+    source: str,
+) -> None:
+    (tmp_path / "debug_app.py").write_text(textwrap.dedent(DEBUG_APP).lstrip())
+    if env_debug is not None:
+        monkeypatch.setenv("FLASK_DEBUG", env_debug)
+    server = cli_server(
+        "debug_app.py", cwd=tmp_path, flask_options=flask_options,
+        extra=["--host", "0.0.0.0", "--no-reload"], wait=False,
+    )  # fmt: skip
+    assert server.proc.wait(timeout=60) == 2  # click's usage error: nothing was served
+    output = server.output()
+    assert f" * Debug mode: on (from {source})" in output
+    assert "interactive debugger, which runs any Python code" in output
+    assert "--host 0.0.0.0" in output and "--allow-remote-debugger" in output
+
+
+def test_debug_on_a_public_host_when_insisted_warns_and_serves(
+    tmp_path: Path, cli_server: Any
+) -> None:
+    (tmp_path / "debug_app.py").write_text(textwrap.dedent(DEBUG_APP).lstrip())
+    server = cli_server(
+        "debug_app.py", cwd=tmp_path, flask_options=["--debug"],
+        extra=["--host", "0.0.0.0", "--no-reload", "--allow-remote-debugger"],
+    )  # fmt: skip
+    assert httpx.get(server.base_url + "/version", timeout=10).text == "v1"
+    output = server.output()
+    assert "WARNING: debug mode on --host 0.0.0.0" in output
+    assert "Debugger is active!" in output
+
+
+def test_debug_on_loopback_says_debug_mode_and_serves(tmp_path: Path, cli_server: Any) -> None:
+    (tmp_path / "debug_app.py").write_text(textwrap.dedent(DEBUG_APP).lstrip())
+    server = cli_server(
+        "debug_app.py", cwd=tmp_path, flask_options=["--debug"], extra=["--no-reload"]
+    )
+    assert httpx.get(server.base_url + "/version", timeout=10).text == "v1"
+    output = server.output()
+    assert " * Debug mode: on (from --debug)" in output
+    assert "WARNING" not in output
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.8.0.1", True), ("::1", True), ("[::1]", True),
+     ("localhost", True), ("0.0.0.0", False), ("::", False), ("192.168.1.5", False),
+     ("example.com", False)],
+)  # fmt: skip
+def test_loopback_hosts(host: str, loopback: bool) -> None:
+    from flask_asgi.cli import is_loopback
+
+    assert is_loopback(host) is loopback

@@ -8,9 +8,11 @@ module's :func:`app_factory`, which finds the app again the way the ``flask`` co
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 import click
+from click.core import ParameterSource
 from flask.cli import ScriptInfo, pass_script_info
 from flask.helpers import get_debug_flag
 from werkzeug.debug import DebuggedApplication
@@ -53,6 +55,50 @@ def debug_setup(asgi: ASGI) -> ASGI:
     return asgi
 
 
+_LOOPBACK_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect to ``host`` (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name that may resolve to anything: treat as public
+
+
+def debug_source() -> str:
+    """Where debug mode came from: ``--debug``, or ``FLASK_DEBUG`` left in the environment
+    (Flask's --debug writes FLASK_DEBUG itself, so only the root context tells them apart)."""
+    root = click.get_current_context().find_root()
+    given = root.get_parameter_source("debug") is ParameterSource.COMMANDLINE
+    return "--debug" if given else "FLASK_DEBUG in the environment"
+
+
+def check_debug_host(host: str, allow_remote: bool) -> None:
+    """Under debug mode, say so (like flask run), and refuse to show the interactive debugger
+    beyond this machine unless asked: it runs any Python code a visitor types."""
+    if not get_debug_flag():
+        return
+    click.echo(f" * Debug mode: on (from {debug_source()})", err=True)
+    if is_loopback(host):
+        return
+    if not allow_remote:
+        raise click.UsageError(
+            f"debug mode serves Werkzeug's interactive debugger, which runs any Python code"
+            f" a visitor types, and --host {host} lets other machines reach it. Serve on"
+            " 127.0.0.1, turn debug mode off (--no-debug, or unset FLASK_DEBUG), or pass"
+            " --allow-remote-debugger if every machine that can reach this host is trusted."
+        )
+    click.secho(
+        f"WARNING: debug mode on --host {host}: any machine that reaches it gets tracebacks"
+        " with source and, with the PIN, a Python shell. Never do this in production.",
+        fg="red",
+        err=True,
+    )
+
+
 @click.command("serve", help="Serve the app on uvicorn (or --server) through flask-asgi.")
 @click.option(
     "--server",
@@ -92,6 +138,13 @@ def debug_setup(asgi: ASGI) -> ASGI:
     help="On shutdown, seconds to let in-flight requests finish before cancelling them"
     " (default: the app's FLASK_ASGI_SHUTDOWN_TIMEOUT, 10).",
 )
+@click.option(
+    "--allow-remote-debugger",
+    is_flag=True,
+    default=False,
+    help="Under debug mode, serve on a host other machines can reach (refused otherwise:"
+    " the debugger runs any code a visitor types).",
+)
 @pass_script_info
 def serve_command(
     info: ScriptInfo,
@@ -104,7 +157,9 @@ def serve_command(
     root_path: str,
     loop: str,
     timeout_graceful_shutdown: float | None,
+    allow_remote_debugger: bool,
 ) -> None:
+    check_debug_host(host, allow_remote_debugger)
     if reload is None:
         reload = get_debug_flag()
     # Fail here, with Flask's message, if the app cannot be found; ASGI.of fills in the
