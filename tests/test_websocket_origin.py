@@ -507,3 +507,24 @@ def test_each_app_has_its_own_list() -> None:
     flask_asgi.ASGI(one), flask_asgi.ASGI(two)
     one.config[KEY].append("https://one.example")
     assert two.config[KEY] == []
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_dns_rebinding_is_refused_by_trusted_hosts_before_any_hook(
+    app: Flask, asgi: flask_asgi.ASGI, client: Any, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rebound name sends itself as Host and as Origin: same-origin, so only TRUSTED_HOSTS
+    can tell. It is checked first, before the origin and before any hook."""
+    calls = _counted(app, asgi, kind)
+    app.config["TRUSTED_HOSTS"] = ["app.example"]
+    rebound = "http://attacker.example:8000"
+    with pytest.raises(WebSocketRejected) as refused:
+        with client.websocket("/ws", base_url=rebound, origin=rebound):
+            pass
+    assert refused.value.status_code == 400
+    assert refused.value.response.text == "Host not trusted (TRUSTED_HOSTS).\n"
+    assert calls == {"started": 0, "before": 0, "handler": 0, "teardown": 0, "after": 0}
+    assert "Host 'attacker.example:8000' is not in TRUSTED_HOSTS" in caplog.text
+    with client.websocket("/ws", base_url="http://app.example") as ws:  # trusted: served
+        assert ws.receive() == "http://app.example/"
+    assert calls["handler"] == 1

@@ -111,6 +111,12 @@ async def refuse(ws: WebSocket, status: str, headers: list[tuple[str, str]], bod
 
 
 #: The answer to a cross-origin handshake (origin.py).
+UNTRUSTED_HOST = (
+    "400 BAD REQUEST",
+    [("Content-Type", "text/plain; charset=utf-8")],
+    b"Host not trusted (TRUSTED_HOSTS).\n",
+)
+
 CROSS_ORIGIN = (
     "403 FORBIDDEN",
     [("Content-Type", "text/plain; charset=utf-8")],

@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from flask import Flask
+from werkzeug.exceptions import SecurityError
 
 from ...ground.origin_patterns import CONFIG_KEY, compile_patterns, parse_origin
 
@@ -22,6 +23,31 @@ logger = logging.getLogger("flask_asgi")
 
 #: Where a route's own list is kept: an attribute of its view function.
 ROUTE_ATTRIBUTE = "flask_asgi_allowed_origins"
+
+
+def host_untrusted(app: Flask, environ: dict[str, Any]) -> bool:
+    """Flask's ``TRUSTED_HOSTS``, checked before the origin (True: refuse, after logging).
+
+    DNS rebinding points an attacker's name at this server: the browser then sends that name
+    as both ``Host`` and ``Origin``, so the handshake looks same-origin. Flask would answer
+    such a request 400 only after its ``before_request`` hooks; a handshake is refused
+    before any hook runs.
+    """
+    trusted = app.config.get("TRUSTED_HOSTS")
+    if not trusted:
+        return False
+    request = app.request_class(environ)
+    request.trusted_hosts = trusted
+    try:
+        request.host  # noqa: B018 - Werkzeug checks the host against trusted_hosts here
+    except SecurityError:
+        logger.warning(
+            "Refused a WebSocket handshake to %s: Host %r is not in TRUSTED_HOSTS",
+            environ.get("PATH_INFO") or "/",
+            environ.get("HTTP_HOST"),
+        )
+        return True
+    return False
 
 
 def own_origin(app: Flask, environ: dict[str, Any]) -> str:

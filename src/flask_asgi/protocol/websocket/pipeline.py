@@ -23,9 +23,16 @@ from ...ground.app_state import app_state
 from ...ground.asgi_types import Receive, Send
 from ...ground.bridge import await_, run_in_greenlet, run_in_worker
 from .connection import WebSocket, WebSocketDisconnect, _current
-from .handshake import CROSS_ORIGIN, handshake_environ, refuse, refused_with_response, reject
+from .handshake import (
+    CROSS_ORIGIN,
+    UNTRUSTED_HOST,
+    handshake_environ,
+    refuse,
+    refused_with_response,
+    reject,
+)
 from .middleware import through_middleware
-from .origin import origin_refused
+from .origin import host_untrusted, origin_refused
 from .routing import handler_is_async, matched_view
 
 
@@ -55,6 +62,9 @@ async def handle_websocket(
     try:
         if answer is not None:  # a middleware answered in Flask's place
             await refuse(ws, *answer)
+            return
+        if host_untrusted(app, environ):  # DNS rebinding: before the origin, any hook
+            await refuse(ws, *UNTRUSTED_HOST)
             return
         view = matched_view(app, environ)
         if origin_refused(app, environ, view):  # before any hook or handler
