@@ -198,7 +198,7 @@ class ASGI:
     def stopping(self) -> StopSignal:
         """Set when the server starts shutting down (``flask_asgi.stopping``, without
         needing an app context)."""
-        return self.state.lifecycle.stopping
+        return self.state.lifecycle.stop_signal
 
     # -- running --------------------------------------------------------------------------
 

@@ -54,7 +54,7 @@ class AsyncIteratorBridge(Iterator[T]):
     def __next__(self) -> T:
         lifecycle = self._lifecycle
         # Not being served (a test client, before or after serving): no stop to watch.
-        stop = lifecycle.stopping if lifecycle is not None and lifecycle.in_lifespan else None
+        stop = lifecycle.stop_signal if lifecycle is not None and lifecycle.in_lifespan else None
         try:
             if stop is None:
                 return await_(_anext(self._iterator))

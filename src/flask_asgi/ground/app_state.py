@@ -152,7 +152,7 @@ def _current_stop_signal() -> StopSignal:
     lifecycle = lifecycle_of(current_app._get_current_object())  # type: ignore[attr-defined]
     if lifecycle is None:
         raise RuntimeError("flask_asgi.stopping: flask-asgi is not attached to the current app")
-    return lifecycle.stopping
+    return lifecycle.stop_signal
 
 
 #: The current app's stop signal (``flask_asgi.stopping``): needs an app context.

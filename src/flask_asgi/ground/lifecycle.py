@@ -113,7 +113,7 @@ class Lifecycle:
 
     def __init__(self) -> None:
         self.phase: Phase = "idle"
-        self.stopping = StopSignal()
+        self.stop_signal = StopSignal()
         #: Responses carry ``Connection: close``: keep-alive connections end after them.
         self.close_connections = False
 
@@ -134,7 +134,7 @@ class Lifecycle:
         self.phase = "failed"
 
     def started(self) -> None:
-        self.stopping.clear()
+        self.stop_signal.clear()
         self.close_connections = False
         self.phase = "serving"
 
@@ -147,7 +147,7 @@ class Lifecycle:
         if self.phase not in ("stopped", "failed"):
             self.phase = "stopping"
         self.close_connections = True
-        self.stopping.set()
+        self.stop_signal.set()
 
     def stopped(self) -> None:
         self.phase = "stopped"

@@ -251,7 +251,7 @@ class WebSocket:
             self._idle_handle = loop.call_later(self.idle_timeout, self._check_idle)
         lifecycle = lifecycle_of(self.app)
         if lifecycle is not None and lifecycle.in_lifespan:  # served: on shutdown, 1001
-            stop = lifecycle.stopping.subscribe(lambda: self._close_soon(1001, "going away"))
+            stop = lifecycle.stop_signal.subscribe(lambda: self._close_soon(1001, "going away"))
             self._stop_token = stop
 
     async def receive_async(self, timeout: float | None = None) -> Message:
@@ -415,7 +415,7 @@ class WebSocket:
             self._idle_handle.cancel()
         lifecycle = lifecycle_of(self.app)
         if self._stop_token is not None and lifecycle is not None:
-            lifecycle.stopping.unsubscribe(self._stop_token)
+            lifecycle.stop_signal.unsubscribe(self._stop_token)
         if self.state == "open":  # only when the pipeline was interrupted (BaseException)
             self._closed(1011, "", interrupt=False)
             await self._send_close(1011, "")
