@@ -19,10 +19,9 @@ from .ground.gc_tuning import tune_gc
 from .ground.lifecycle import Lifecycle, StopSignal
 from .ground.pools import worker_pool
 from .ground.settings import apply_settings
-from .protocol.dispatch import EndpointClassifier
 from .protocol.http import HttpHandler
 from .protocol.lifespan import handle_lifespan
-from .protocol.timeouts import TimeoutPolicy
+from .protocol.routes import RouteIndex
 from .protocol.websocket import handle_websocket, websocket_route
 from .serving import DEFAULT as DEFAULT_SERVER
 from .testing import AsyncClient, FlaskClient, Lifespan
@@ -41,8 +40,8 @@ class ASGI:
         self._app: Flask | None = None
         self.state = AppState()
         self._executor: ThreadPoolExecutor | None = None
-        self.classifier: EndpointClassifier
-        self.timeouts: TimeoutPolicy
+        #: The app's routes as each request needs them (async or sync, timeout mark).
+        self.routes: RouteIndex
         self._stack: Any = None  # mounts and middleware around Flask (_compose)
         # http scopes: an HttpHandler, set by init_app.
         self._http: Callable[[dict[str, Any], Receive, Send], Awaitable[None]] = _no_app
@@ -85,8 +84,7 @@ class ASGI:
                 self.state.startup_steps.append(startup)
             if shutdown is not None and shutdown not in self.state.shutdown_steps:
                 self.state.shutdown_steps.append(shutdown)
-        self.classifier = EndpointClassifier(app)
-        self.timeouts = TimeoutPolicy(app)
+        self.routes = RouteIndex(app)
         this = weakref.ref(self)  # no cycle: an unused ASGI object (and its app) is freed at once
 
         def executor_of() -> ThreadPoolExecutor:
@@ -94,7 +92,7 @@ class ASGI:
             assert asgi is not None  # it is serving this request
             return asgi._get_executor()
 
-        self._http = HttpHandler(app, self.classifier, executor_of, self.timeouts)
+        self._http = HttpHandler(app, self.routes, executor_of)
         if self.state.mounts or self.state.middleware:
             self._compose()
 

@@ -23,13 +23,15 @@ from ..ground.asgi_types import Receive, Send
 from ..ground.bridge import Suspended, await_, enter_greenlet, run_in_worker
 from ..ground.counters import WaitingTicket, counters
 from ..ground.lifecycle import Lifecycle
+from ..ground.view_timeout import UNSET
 from .body import BodyTimeout, RequestBody
 from .body_feed import BodyFeed, preread
-from .dispatch import EndpointClassifier
 from .environ import build_environ
 from .probes import HEALTH_KEY, METRICS_KEY, READY_KEY, probe_response
 from .refusal import refuse
-from .timeouts import RequestTimer, TimeoutPolicy
+from .routes import RouteIndex
+from .timeouts import CONFIG_KEY as REQUEST_TIMEOUT
+from .timeouts import RequestTimer, config_seconds
 
 #: Answered when the client gave up on its body, so the connection is not reused.
 CLOSE = (b"connection", b"close")
@@ -284,28 +286,21 @@ def _first_await(exchange: Exchange) -> None:
 class HttpHandler:
     """The ASGI entry point for one app's ``http`` scopes.
 
-    What every request needs (the app, its classifier, timeouts, hooks and serving state)
+    What every request needs (the app, its route index and its ``AppState``)
     is looked up once, here, and the request runs in this one coroutine: each level of
     coroutine, each call and each argument passed down was a measurable part of a request
     that answers at once (``bench/adapter_cost.py`` counts them). ``executor_of`` gives
     the worker pool, made on the first sync request.
     """
 
-    __slots__ = ("app", "classifier", "executor_of", "timeouts", "hooks", "state")
+    __slots__ = ("app", "routes", "executor_of", "state")
 
-    def __init__(
-        self,
-        app: Flask,
-        classifier: EndpointClassifier,
-        executor_of: Callable[[], Executor],
-        timeouts: TimeoutPolicy | None = None,
-    ) -> None:
+    def __init__(self, app: Flask, routes: RouteIndex, executor_of: Callable[[], Executor]) -> None:
         self.app = app
-        self.classifier = classifier
+        self.routes = routes
         self.executor_of = executor_of
-        self.timeouts = timeouts
-        # Hooks and in-flight counts (plain ints: the loop thread), one object.
-        self.hooks = self.state = app_state(app)
+        # Hooks, lifecycle and in-flight counts (plain ints: the loop thread), one object.
+        self.state = app_state(app)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         app = self.app
@@ -325,21 +320,21 @@ class HttpHandler:
             return
         environ = build_environ(scope, receive)
         body: RequestBody = environ["wsgi.input"]
-        is_async = self.classifier.is_async(environ)
+        is_async, mark = self.routes.lookup(environ)  # one URL match per new path, if any
         if not body.complete:
             timeout = float(config["FLASK_ASGI_BODY_TIMEOUT"])
             body.time_left = timeout if timeout > 0 else None
             body.scope = scope
             if is_async and _small(body.content_length, config.get("MAX_CONTENT_LENGTH")):
                 body.prefetch()
-        hooks = self.hooks
-        exchange = Exchange(
-            send, receive, body, hooks.lifecycle if hooks is not None else None, is_async
-        )
-        limit: int = config["FLASK_ASGI_RESPONSE_BUFFER"]
-        timeouts = self.timeouts
-        seconds = None if timeouts is None else timeouts.seconds_for(environ)
         state = self.state
+        exchange = Exchange(send, receive, body, state.lifecycle, is_async)
+        limit: int = config["FLASK_ASGI_RESPONSE_BUFFER"]
+        if mark is UNSET:  # the view has no mark: the config's, read per request
+            configured = config[REQUEST_TIMEOUT]
+            seconds = config_seconds(configured) if configured else None  # 0: no call
+        else:
+            seconds = mark  # type: ignore[assignment]
         if not is_async:
             state.sync_requests += 1
             try:

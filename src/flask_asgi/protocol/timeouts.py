@@ -12,7 +12,8 @@ response counts whole (``@flask_asgi.timeout(None)`` exempts a stream or a long 
 * A sync endpoint runs in a worker thread, which Python cannot interrupt: one warning
   names it, and it runs to its end.
 
-Both are counted in ``request_timeouts_total``.
+Both are counted in ``request_timeouts_total``. Which timeout applies is the view's mark
+(``routes.RouteIndex`` finds it), else the config, read per request.
 """
 
 from __future__ import annotations
@@ -26,61 +27,18 @@ from typing import Any
 from flask import Flask
 
 from ..ground.counters import counters
-from ..ground.view_timeout import UNSET, Unset, view_timeout
-from .dispatch import match_endpoint, path_key
+from .dispatch import match_endpoint
 
 logger = logging.getLogger("flask_asgi")
 
 CONFIG_KEY = "FLASK_ASGI_REQUEST_TIMEOUT"
-_PATH_CACHE_SIZE = 10_000
-_MISSING = object()
 
 
-def _is_marked(view: Any) -> bool:
-    view_class = getattr(view, "view_class", None)
-    methods = {"GET", *(getattr(view_class, "methods", None) or ())} if view_class else {"GET"}
-    return any(view_timeout(view, method) is not UNSET for method in methods)
-
-
-class TimeoutPolicy:
-    """The timeout of each request to one app: its view's mark, else the app's config."""
-
-    def __init__(self, app: Flask) -> None:
-        self.app = app
-        self._views_seen = -1
-        self._marked = False  # does any view carry @flask_asgi.timeout?
-        # Only apps with marked views pay for a URL match, once per (method, host, path).
-        self._by_path: dict[tuple[str, str, str, str], float | None | Unset] = {}
-
-    def _refresh(self) -> None:
-        views = self.app.view_functions
-        self._views_seen = len(views)
-        self._by_path.clear()
-        self._marked = any(_is_marked(view) for view in views.values())
-
-    def seconds_for(self, environ: dict[str, Any]) -> float | None:
-        """Seconds the request may run, or None for no limit."""
-        app = self.app
-        if len(app.view_functions) != self._views_seen:
-            self._refresh()
-        configured = app.config[CONFIG_KEY]  # read per request, like Flask's own
-        default = None
-        if configured:  # 0, the default: no float() to call
-            configured = float(configured)
-            if configured > 0:
-                default = configured
-        if not self._marked:
-            return default
-        key = path_key(environ)
-        mark: Any = self._by_path.get(key, _MISSING)
-        if mark is _MISSING:
-            endpoint = match_endpoint(app, environ)
-            view = app.view_functions.get(endpoint) if endpoint is not None else None
-            mark = UNSET if view is None else view_timeout(view, key[0])
-            if len(self._by_path) >= _PATH_CACHE_SIZE:
-                self._by_path.clear()
-            self._by_path[key] = mark
-        return default if mark is UNSET else mark
+def config_seconds(configured: Any) -> float | None:
+    """FLASK_ASGI_REQUEST_TIMEOUT's value (a number, or a numeric string) as seconds, or None
+    for no limit. The handler calls it only for a truthy value: 0, the default, costs no call."""
+    seconds = float(configured)
+    return seconds if seconds > 0 else None
 
 
 class RequestTimer:
