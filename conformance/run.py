@@ -6,7 +6,9 @@ Downloads Flask's sdist (it ships ``tests/``) for the installed Flask version in
 ``../shared/flask-main/``, is taken from that folder or from ``$FLASK_ASGI_FLASK_SDIST``),
 runs its tests on plain Flask, then again with the
 ``flask_asgi_conformance`` plugin, which serves every app through flask-asgi and sends every
-test-client request through the ASGI path. Prints a summary and writes it as JSON.
+test-client request through the ASGI path, then a third time with every view the tests
+register made ``async def`` (the async path: request greenlets and the bridge). Prints a
+summary and writes it as JSON.
 """
 
 from __future__ import annotations
@@ -79,9 +81,12 @@ def flask_tests() -> Path:
     return folder
 
 
-def run_suite(folder: Path, through_asgi: bool) -> tuple[dict[str, str], str]:
+def run_suite(
+    folder: Path, through_asgi: bool, async_views: bool = False
+) -> tuple[dict[str, str], str]:
     """Run the suite; return each test's outcome and pytest's last lines."""
-    report = CACHE / f"{folder.name}-{'asgi' if through_asgi else 'plain'}.xml"
+    kind = "async-views" if async_views else "asgi" if through_asgi else "plain"
+    report = CACHE / f"{folder.name}-{kind}.xml"
     command = [
         sys.executable,
         "-m",
@@ -95,6 +100,9 @@ def run_suite(folder: Path, through_asgi: bool) -> tuple[dict[str, str], str]:
         f"--junitxml={report}",
     ]
     env = dict(os.environ)
+    env.pop("CONFORMANCE_ASYNC_VIEWS", None)
+    if async_views:
+        env["CONFORMANCE_ASYNC_VIEWS"] = "1"
     if through_asgi:
         command += ["-p", "flask_asgi_conformance"]
         env["PYTHONPATH"] = os.pathsep.join(
@@ -123,8 +131,10 @@ def main() -> int:
     folder = flask_tests()
     plain, plain_tail = run_suite(folder, through_asgi=False)
     asgi, asgi_tail = run_suite(folder, through_asgi=True)
+    async_views, async_tail = run_suite(folder, through_asgi=True, async_views=True)
     baseline = sorted(name for name, outcome in plain.items() if outcome == "passed")
     differing = [name for name in baseline if asgi.get(name) != "passed"]
+    differing_async = [name for name in baseline if async_views.get(name) != "passed"]
     requests = 0
     for line in asgi_tail.splitlines():
         if line.startswith("flask-asgi:"):
@@ -135,11 +145,14 @@ def main() -> int:
         "passing_on_plain_flask": len(baseline),
         "passing_through_flask_asgi": len(baseline) - len(differing),
         "differing": differing,
+        "passing_with_async_views": len(baseline) - len(differing_async),
+        "differing_with_async_views": differing_async,
         "asgi_requests": requests,
     }
     (CACHE / summary_name(summary["flask"])).write_text(json.dumps(summary, indent=2))
     print(f"plain Flask:      {plain_tail.splitlines()[-1]}")
     print(f"through flask-asgi: {asgi_tail.splitlines()[-1]}")
+    print(f"every view async: {async_tail.splitlines()[-1]}")
     print(
         f"Flask {summary['flask']} test suite through flask-asgi: "
         f"{summary['passing_through_flask_asgi']} of {summary['passing_on_plain_flask']} "
@@ -148,6 +161,8 @@ def main() -> int:
     )
     for name in differing:
         print(f"  differs: {name}")
+    for name in differing_async:
+        print(f"  differs with every view async: {name}")
     return 0
 
 
