@@ -2,7 +2,7 @@
 
 The decorator only marks the function (it returns the same object, so it may sit above or
 below ``@app.route`` and any ``functools.wraps`` decorator such as Flask-Login's
-``login_required``); ``protocol/timeouts.py`` reads the mark when a request comes.
+``login_required``); ``protocol/routes.py`` reads it, once per route, for the requests.
 """
 
 from __future__ import annotations
