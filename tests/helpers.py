@@ -187,8 +187,9 @@ def http_scope(
 class RedisServer:
     """A throwaway ``redis-server`` on a free port (no persistence)."""
 
-    def __init__(self, binary: str) -> None:
-        self.port = free_port()
+    def __init__(self, binary: str, port: int | None = None) -> None:
+        self.binary = binary
+        self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]

@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 
 import flask_asgi
 from flask_asgi import websocket
-from flask_asgi.features.broadcast import RedisBackend
+from flask_asgi.features.broadcast_redis import RedisBackend
 
 # -- the in-process backend ----------------------------------------------------------------
 

@@ -8,6 +8,7 @@ tests/test_docs.py fails if a doc or an example reaches into them.
 
 from .extension import ASGI
 from .features.background import add_background_task, background_task_failed
+from .features.broadcast_redis import BroadcastError, BroadcastGap
 from .features.sse import ServerSentEvent, encode_event, event_stream, last_event_id
 from .features.streaming import stream
 from .ground.app_state import stopping
@@ -24,6 +25,8 @@ from .serving.options import PortInUse
 __all__ = [
     "ASGI",
     "BodyTimeout",
+    "BroadcastError",
+    "BroadcastGap",
     "Lifecycle",
     "PortInUse",
     "ServerSentEvent",

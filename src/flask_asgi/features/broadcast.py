@@ -13,6 +13,11 @@ in-process by default (one process sees its own messages), or Redis pub/sub
 (``redis://...``), so that a message published by any process reaches the subscribers of
 every process that uses the same Redis.
 
+Delivery is at most once, as Redis pub/sub's: a message reaches the subscriptions that
+exist when it is published, and one published while a process's connection to Redis is
+down is lost for that process's subscribers, which are told (their iteration raises
+``BroadcastGap`` once; see :mod:`.broadcast_redis`). ``publish`` says how many received it.
+
 A backend lives on one event loop: the loop where it is first used (normally the server
 loop; it connects at startup when ``asgi.broadcast`` exists by then) until the lifespan
 shutdown, which closes it and ends every subscription. Calls from another running loop are
@@ -24,12 +29,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..ground.bridge import await_
+from .broadcast_redis import BroadcastGap, Message, OnGap, OnMessage, RedisBackend
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -39,9 +44,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flask_asgi")
 
 T = TypeVar("T")
-
-Message = str | bytes
-OnMessage = Callable[[str, Message], None]
 
 _END = object()  # a subscription's end marker (unsubscribed, or the backend stopped)
 
@@ -58,7 +60,8 @@ class Backend(Protocol):
 
     async def unsubscribe(self, channel: str) -> None: ...
 
-    async def publish(self, channel: str, message: Message) -> None: ...
+    async def publish(self, channel: str, message: Message) -> int:
+        """Send ``message``; return how many receivers got it (0: nobody)."""
 
 
 class MemoryBackend:
@@ -79,134 +82,16 @@ class MemoryBackend:
     async def unsubscribe(self, channel: str) -> None:
         pass
 
-    async def publish(self, channel: str, message: Message) -> None:
-        self._on_message(channel, message)
+    async def publish(self, channel: str, message: Message) -> int:
+        return self._on_message(channel, message)
 
 
-def _encode(message: Message) -> bytes:
-    # Text travels as UTF-8 (so that redis-cli and other publishers interoperate); bytes
-    # get a NUL prefix, which no text message starts with, to come back as bytes.
-    return message.encode("utf-8") if isinstance(message, str) else b"\x00" + message
-
-
-def _decode(data: bytes) -> Message:
-    if data.startswith(b"\x00"):
-        return data[1:]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data
-
-
-class RedisBackend:
-    """Redis pub/sub (``redis.asyncio``): one connection for publishing, one pub/sub
-    connection that this process's subscriptions share. A dropped connection is retried,
-    and redis-py subscribes again to the channels in use (messages published meanwhile
-    are lost, as with any Redis pub/sub)."""
-
-    def __init__(self, url: str, on_message: OnMessage) -> None:
-        self.url = url
-        self._on_message = on_message
-        self._redis: Any = None
-        self._pubsub: Any = None
-        self._reader: asyncio.Task[None] | None = None
-        # A private channel, subscribed at once: it opens the pub/sub connection.
-        self._control = f"flask-asgi:{uuid.uuid4().hex}"
-        self._pending: dict[str, list[asyncio.Future[None]]] = {}
-
-    async def connect(self) -> None:
-        try:
-            import redis.asyncio as aioredis
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise RuntimeError(
-                "FLASK_ASGI_BROADCAST_URL names Redis: pip install 'flask-asgi[redis]'"
-            ) from exc
-        self._redis = aioredis.Redis.from_url(self.url)
-        self._pubsub = self._redis.pubsub()
-        try:
-            await self._redis.ping()  # fail here, with Redis's error, if it is not there
-            confirmed = self._expect(self._control)
-            await self._pubsub.subscribe(self._control)
-            self._reader = asyncio.get_running_loop().create_task(
-                self._read(), name="flask-asgi-broadcast-redis"
-            )
-            await confirmed
-        except BaseException:
-            await self.disconnect()
-            raise
-
-    async def disconnect(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.wait({self._reader})
-            self._reader = None
-        for futures in self._pending.values():
-            for future in futures:
-                future.cancel()
-        self._pending.clear()
-        if self._pubsub is not None:
-            await self._pubsub.aclose()
-            self._pubsub = None
-        if self._redis is not None:
-            await self._redis.aclose()
-            self._redis = None
-
-    def _expect(self, channel: str) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(channel, []).append(future)
-        return future
-
-    async def subscribe(self, channel: str) -> None:
-        confirmed = self._expect(channel)
-        try:
-            await self._pubsub.subscribe(channel)
-            await confirmed  # Redis has registered it: later publishes reach us
-        finally:
-            futures = self._pending.get(channel)
-            if futures is not None and confirmed in futures:
-                futures.remove(confirmed)
-                if not futures:
-                    del self._pending[channel]
-
-    async def unsubscribe(self, channel: str) -> None:
-        await self._pubsub.unsubscribe(channel)
-
-    async def publish(self, channel: str, message: Message) -> None:
-        await self._redis.publish(channel, _encode(message))
-
-    async def _read(self) -> None:
-        delay = 0.1
-        while True:
-            try:
-                message = await self._pubsub.get_message(timeout=None)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning("flask-asgi broadcast: Redis error (%s), reconnecting", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            delay = 0.1
-            if not message:
-                continue
-            kind = message["type"]
-            channel = message["channel"]
-            if isinstance(channel, bytes):
-                channel = channel.decode("utf-8", "replace")
-            if kind == "subscribe":
-                for future in self._pending.pop(channel, ()):
-                    if not future.done():
-                        future.set_result(None)
-            elif kind == "message" and channel != self._control:
-                self._on_message(channel, _decode(message["data"]))
-
-
-def make_backend(url: str, on_message: OnMessage) -> Backend:
+def make_backend(url: str, on_message: OnMessage, on_gap: OnGap, timeout: float) -> Backend:
     """The backend that ``FLASK_ASGI_BROADCAST_URL`` names."""
     if not url or url.startswith("memory:"):
         return MemoryBackend(on_message)
     if url.startswith(("redis:", "rediss:", "unix:")):
-        return RedisBackend(url, on_message)
+        return RedisBackend(url, on_message, on_gap, timeout)
     raise ValueError(f"FLASK_ASGI_BROADCAST_URL: unsupported backend {url!r}")
 
 
@@ -257,6 +142,8 @@ class Subscription:
         if item is _END:
             self._queue.put_nowait(_END)
             raise StopAsyncIteration
+        if isinstance(item, BroadcastGap):
+            raise item
         message: Message = item
         return message
 
@@ -294,7 +181,10 @@ class Subscription:
     def _deliver(self, item: Any) -> None:
         queue = self._queue
         assert queue is not None
-        if item is not _END and self.max_queue and queue.qsize() >= self.max_queue:
+        if isinstance(item, BroadcastGap):  # one signal per subscription is enough
+            if any(isinstance(queued, BroadcastGap) for queued in queue._queue):  # type: ignore[attr-defined]
+                return
+        elif item is not _END and self.max_queue and queue.qsize() >= self.max_queue:
             queue.get_nowait()
             self._dropped += 1
             if self._dropped == 1 or self._dropped % 1000 == 0:
@@ -312,9 +202,9 @@ class Subscription:
 class _Bound:
     """A broadcast's backend on one loop, with the subscriptions it serves."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, url: str) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, url: str, timeout: float) -> None:
         self.loop = loop
-        self.backend = make_backend(url, self.dispatch)
+        self.backend = make_backend(url, self.dispatch, self.gap, timeout)
         self.channels: dict[str, set[Subscription]] = {}
         self.lock = asyncio.Lock()
         self.started: asyncio.Task[None] = loop.create_task(
@@ -327,9 +217,19 @@ class _Bound:
         started = self.started
         return not started.done() or (not started.cancelled() and started.exception() is None)
 
-    def dispatch(self, channel: str, message: Message) -> None:
-        for subscription in tuple(self.channels.get(channel, ())):
+    def dispatch(self, channel: str, message: Message) -> int:
+        subscriptions = tuple(self.channels.get(channel, ()))
+        for subscription in subscriptions:
             subscription._put(message)
+        return len(subscriptions)
+
+    def gap(self, reason: str) -> None:
+        """The backend lost its connection: every subscription gets one gap signal."""
+        for subscriptions in self.channels.values():
+            for subscription in subscriptions:
+                subscription._put(
+                    BroadcastGap(f"broadcast connection lost ({reason}): messages may be missing")
+                )
 
 
 class Broadcast:
@@ -349,19 +249,28 @@ class Broadcast:
         app = self._app()
         return str(app.config.get("FLASK_ASGI_BROADCAST_URL") or "") if app is not None else ""
 
+    @property
+    def timeout(self) -> float:
+        """``FLASK_ASGI_BROADCAST_TIMEOUT``: how long a publish or subscribe may wait."""
+        app = self._app()
+        return float(app.config.get("FLASK_ASGI_BROADCAST_TIMEOUT") or 5.0) if app else 5.0
+
     def subscribe(self, channel: str, max_queue: int = 1024) -> Subscription:
         """A :class:`Subscription` to ``channel``: ``async with broadcast.subscribe(c) as s``."""
         return Subscription(self, channel, max_queue)
 
-    async def publish(self, channel: str, message: Message) -> None:
-        """Send ``message`` (``str`` or ``bytes``) to every subscriber of ``channel``."""
+    async def publish(self, channel: str, message: Message) -> int:
+        """Send ``message`` (``str`` or ``bytes``) to every subscriber of ``channel``; return
+        how many received it: subscriptions in process, connections (processes) with Redis.
+        0 means nobody got it (pub/sub keeps nothing). Raises :class:`BroadcastError` if
+        Redis does not answer within ``FLASK_ASGI_BROADCAST_TIMEOUT``."""
         if not isinstance(message, str | bytes):
             raise TypeError(f"broadcast messages are str or bytes, not {type(message).__name__}")
 
-        async def publish(bound: _Bound) -> None:
-            await bound.backend.publish(channel, message)
+        async def publish(bound: _Bound) -> int:
+            return await bound.backend.publish(channel, message)
 
-        await self._call(publish)
+        return await self._call(publish)
 
     async def start(self) -> None:
         """Connect the backend now (otherwise it connects on first use)."""
@@ -404,7 +313,7 @@ class Broadcast:
         with self._lock:
             bound = self._bound
             if bound is None or not bound.usable_from(loop):
-                bound = self._bound = _Bound(loop, self.url)
+                bound = self._bound = _Bound(loop, self.url, self.timeout)
             return bound
 
     async def _call(self, fn: Callable[[_Bound], Coroutine[Any, Any, T]]) -> T:

@@ -238,6 +238,14 @@ SETTINGS: dict[str, Setting] = _declare(
         "asgi.broadcast's backend.",
     ),
     Setting(
+        "FLASK_ASGI_BROADCAST_TIMEOUT",
+        5.0,
+        seconds(0.01, _HOUR, zero=False),
+        "seconds as a number from 0.01 to 3600",
+        "Seconds a broadcast publish or subscribe may wait for Redis; also how long an"
+        " unanswered ping means the connection is lost.",
+    ),
+    Setting(
         "FLASK_ASGI_MOUNT_LIFESPAN_TIMEOUT",
         30.0,
         seconds(0.001, _HOUR, zero=False),
