@@ -341,7 +341,8 @@ async def test_max_requests_caps_requests_in_flight() -> None:
 
 def test_limits_are_off_or_bounded_by_default() -> None:
     assert DEFAULTS["FLASK_ASGI_MAX_REQUESTS"] == 0
-    assert DEFAULTS["FLASK_ASGI_MAX_WAITING"] == 200
+    assert DEFAULTS["FLASK_ASGI_MAX_WAITING"] == 2048  # gunicorn's default backlog
+    assert DEFAULTS["FLASK_ASGI_QUEUE_TIMEOUT"] == 10.0
     assert DEFAULTS["FLASK_ASGI_BODY_TIMEOUT"] == 60.0
     assert DEFAULTS["FLASK_ASGI_BODY_PREREAD"] == 1024 * 1024
 
@@ -426,3 +427,75 @@ def test_stress_slow_clients_short(mode: str) -> None:
     else:
         assert got.get("503", 0) > 0 and got.get("200", 0) > 0
     assert report["probe_max_s"] < 3
+
+
+async def test_queue_timeout_refuses_sync_requests_that_waited_too_long() -> None:
+    """3 threads busy, FLASK_ASGI_QUEUE_TIMEOUT=0.3: 5 more sync requests wait 0.3 s for a
+    thread, then get 503 + Retry-After without the app seeing them; the busy ones finish."""
+    app = Flask(__name__)
+    app.config.update(FLASK_ASGI_THREADS=3, FLASK_ASGI_MAX_WAITING=0, FLASK_ASGI_QUEUE_TIMEOUT=0.3)
+    asgi = ASGI(app)
+    release = threading.Event()
+    entered: list[int] = []
+
+    @app.get("/block")
+    def block() -> str:
+        entered.append(1)
+        release.wait(30)
+        return "done"
+
+    before = counters.snapshot()
+    first = [asyncio.ensure_future(_get(asgi, "/block")) for _ in range(3)]
+    await _until(lambda: len(entered) == 3)
+    started = time.monotonic()
+    refused = await asyncio.gather(*(_get(asgi, "/block") for _ in range(5)))
+    waited = time.monotonic() - started
+    assert [status for status, _ in refused] == [503] * 5
+    assert all(headers[b"retry-after"] == b"1" for _, headers in refused)
+    assert 0.25 <= waited < 10  # bounded by the queue timeout, not by the busy views
+    release.set()
+    assert [status for status, _ in await asyncio.gather(*first)] == [200] * 3
+    assert len(entered) == 3  # the refused ones never ran
+    after = counters.snapshot()
+    assert after["refused_queue_timeout_total"] - before["refused_queue_timeout_total"] == 5
+    assert after["waiting"] == before["waiting"]
+    assert asgi.stats()["refused"]["queue_timeout"] == after["refused_queue_timeout_total"]
+
+
+async def test_a_request_a_thread_takes_in_time_is_served() -> None:
+    """One thread, busy for 0.2 s; the queued request gets it well within its 5 s."""
+    app = Flask(__name__)
+    app.config.update(FLASK_ASGI_THREADS=1, FLASK_ASGI_QUEUE_TIMEOUT=5)
+    asgi = ASGI(app)
+
+    @app.get("/nap")
+    def nap() -> str:
+        time.sleep(0.2)
+        return "rested"
+
+    results = await asyncio.gather(*(_get(asgi, "/nap") for _ in range(4)))
+    assert [status for status, _ in results] == [200] * 4
+
+
+async def test_a_thousand_concurrent_50ms_sync_requests_all_succeed_by_default() -> None:
+    """Issue 20: the default pool and queue serve a burst of 1,000 sync views that wait on
+    I/O for 50 ms (a database, an HTTP call), where a pool of 40 and a queue of 200 refused
+    ~97 %: all 200, at most FLASK_ASGI_THREADS threads, within a bound far from 1,000 x 50 ms
+    run one after another."""
+    app = Flask(__name__)
+    asgi = ASGI(app)
+    threads: set[str] = set()
+
+    @app.get("/io")
+    def io() -> str:
+        threads.add(threading.current_thread().name)
+        time.sleep(0.05)
+        return "ok"
+
+    started = time.monotonic()
+    results = await asyncio.gather(*(_get(asgi, "/io") for _ in range(1000)))
+    elapsed = time.monotonic() - started
+    assert [status for status, _ in results].count(200) == 1000
+    assert len(threads) <= app.config["FLASK_ASGI_THREADS"] == 256
+    assert len(threads) > 40  # the pool grew for the burst (40 was the old size)
+    assert elapsed < 30  # 1,000 x 50 ms one at a time would be 50 s

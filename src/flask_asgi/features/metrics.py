@@ -62,6 +62,7 @@ def stats(app: Flask) -> dict[str, Any]:
         "refused": {
             "max_requests": limits["refused_max_requests_total"],
             "max_waiting": limits["refused_max_waiting_total"],
+            "queue_timeout": limits["refused_queue_timeout_total"],
             "body_timeout": limits["body_timeouts_total"],
             "header_timeout": limits["header_timeouts_total"],
             "request_timeout": limits["request_timeouts_total"],

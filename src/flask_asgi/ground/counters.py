@@ -28,6 +28,8 @@ class RequestCounters:
     refused_max_requests_total: int = 0
     #: 503s because FLASK_ASGI_MAX_WAITING sync requests were waiting for a thread.
     refused_max_waiting_total: int = 0
+    #: 503s because a sync request waited FLASK_ASGI_QUEUE_TIMEOUT for a thread.
+    refused_queue_timeout_total: int = 0
     #: Requests whose body did not arrive within FLASK_ASGI_BODY_TIMEOUT.
     body_timeouts_total: int = 0
     #: Requests that ran past FLASK_ASGI_REQUEST_TIMEOUT / @flask_asgi.timeout (async ones
@@ -72,7 +74,8 @@ class RequestCounters:
 
 class WaitingTicket:
     """One sync request counted in ``waiting`` until a thread takes it, or it is abandoned
-    (whichever comes first: both call :meth:`end`)."""
+    (whichever comes first: both call :meth:`end`). The loop and the thread race for it once
+    the queue timeout is near: :meth:`end` returns True only for the one that ended it."""
 
     __slots__ = ("_counters", "_waiting")
 
@@ -81,12 +84,14 @@ class WaitingTicket:
         self._waiting = True
         counts.add("waiting")
 
-    def end(self) -> None:
+    def end(self) -> bool:
         counts = self._counters
         with counts._lock:
             if self._waiting:
                 self._waiting = False
                 counts.waiting -= 1
+                return True
+            return False
 
 
 #: The process's counts (read them with ``counters.snapshot()``).

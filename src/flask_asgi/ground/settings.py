@@ -139,7 +139,7 @@ _SECONDS = "seconds as a number, 0 (off) or from {low:g} to {high:g}"
 SETTINGS: dict[str, Setting] = _declare(
     Setting(
         "FLASK_ASGI_THREADS",
-        40,
+        256,
         count(1, 10_000),
         "a whole number from 1 to 10000",
         "Size of the worker-thread pool that runs sync endpoints and run_sync() calls.",
@@ -168,10 +168,17 @@ SETTINGS: dict[str, Setting] = _declare(
     ),
     Setting(
         "FLASK_ASGI_MAX_WAITING",
-        200,
+        2048,
         count(0, 1_000_000),
         "a whole number from 0 to 1000000",
         "Sync requests that may wait for a worker thread at once; one more gets 503. 0: no cap.",
+    ),
+    Setting(
+        "FLASK_ASGI_QUEUE_TIMEOUT",
+        10.0,
+        seconds(0.001, _HOUR),
+        _SECONDS.format(low=0.001, high=_HOUR),
+        "Seconds a sync request may wait for a worker thread; then 503. 0: no limit.",
     ),
     Setting(
         "FLASK_ASGI_MAX_REQUESTS",

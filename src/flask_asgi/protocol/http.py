@@ -28,6 +28,7 @@ from .body import BodyTimeout, RequestBody
 from .body_feed import BodyFeed, preread
 from .environ import build_environ
 from .probes import HEALTH_KEY, METRICS_KEY, READY_KEY, probe_response
+from .queue_timeout import RETRY_AFTER, all_busy, within_queue_timeout
 from .refusal import refuse
 from .routes import RouteIndex
 from .timeouts import CONFIG_KEY as REQUEST_TIMEOUT
@@ -35,8 +36,6 @@ from .timeouts import RequestTimer, config_seconds
 
 #: Answered when the client gave up on its body, so the connection is not reused.
 CLOSE = (b"connection", b"close")
-#: With a 503 for overload: the client may try again in a second.
-RETRY_AFTER = (b"retry-after", b"1")
 #: An async endpoint's declared body up to this size: its first message is taken on the
 #: loop if it has already arrived (RequestBody.prefetch).
 _PREFETCH_LIMIT = 64 * 1024
@@ -449,9 +448,13 @@ async def _run_sync(
             await _refuse_waiting(send)
             return None
         # A sync view cannot be cancelled; a disconnect only stops its streaming.
-        return await run_in_worker(
+        job = run_in_worker(
             executor, _respond_counted, ticket, app.wsgi_app, environ, exchange, buffer_limit
         )
+        queue_timeout: float = app.config["FLASK_ASGI_QUEUE_TIMEOUT"]
+        if not queue_timeout or not all_busy(executor):
+            return await job  # a thread is free: no timer to pay for
+        return await within_queue_timeout(job, ticket, queue_timeout, send)
     finally:
         ticket.end()  # never taken by a thread (cancelled): no longer waiting either
 
@@ -459,7 +462,8 @@ async def _run_sync(
 def _respond_counted(
     ticket: WaitingTicket, wsgi_app: Any, environ: dict[str, Any], exchange: Exchange, limit: int
 ) -> list[dict[str, Any]] | None:
-    ticket.end()  # a thread has it: not waiting any more
+    if not ticket.end():  # the loop answered 503 while it waited (queue timeout)
+        return None
     if exchange.timer is not None:
         exchange.timer.start_threadsafe()  # its request timeout counts from now
     return respond(wsgi_app, environ, exchange, limit)
