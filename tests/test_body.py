@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import pytest
-from flask import Flask
+import werkzeug.test
+from flask import Flask, request
 from helpers import body_reader, http_scope
 
 from flask_asgi import ASGI
+from flask_asgi.testing import asgi_as_wsgi
 
 LIMIT = 4 * 1024
 
@@ -135,3 +139,58 @@ def test_header_names_with_underscores_are_dropped() -> None:
     assert "HTTP_X_FORWARDED_FOR" not in environ
     assert environ["HTTP_X_FORWARDED_PROTO"] == "https"
     assert environ["HTTP_COOKIE"] == "a=1; b=2"
+
+
+# -- a body read after the response (issue 22) -------------------------------------------
+
+
+def test_full_url_request_with_an_async_view() -> None:
+    # Flask's test_full_url_request, with an async view: the body the view did not read
+    # is read by the test after the response.
+    app = Flask(__name__)
+    ASGI(app)
+
+    @app.route("/action", methods=["POST"])
+    async def action() -> str:
+        return "x"
+
+    client = app.test_client()
+    with client:
+        rv = client.post("http://domain.com/action?vodka=42", data={"gin": 43})
+        assert rv.status_code == 200
+        assert "gin" in request.form
+        assert "vodka" in request.args
+
+
+def test_unread_large_body_stays_readable_in_a_preserved_context() -> None:
+    app = Flask(__name__)
+    ASGI(app)
+
+    @app.post("/unread")
+    async def unread() -> str:
+        return "not read"
+
+    client = app.test_client()
+    with client:
+        rv = client.post("/unread", data={"big": "x" * 300_000})
+        assert rv.text == "not read"
+        assert len(request.form["big"]) == 300_000
+
+
+def test_receive_answers_disconnect_after_the_response() -> None:
+    received: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+        for _ in range(2):  # the body, then what a server says once the response is out
+            received.append((await asyncio.wait_for(receive(), 2))["type"])
+
+    # The response is not read (nor closed) yet: the disconnect answers the complete
+    # response, not the client being done with it.
+    response = werkzeug.test.Client(asgi_as_wsgi(app)).post("/", data=b"x")
+    deadline = time.monotonic() + 2
+    while len(received) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert received == ["http.request", "http.disconnect"]
+    assert response.get_data() == b"done"

@@ -136,9 +136,13 @@ class RequestBody:
         self._pending = (pending, yielded)
 
     def drop_pending(self) -> None:
-        """The request is over: close a receive that was started and never awaited."""
-        pending, self._pending = self._pending, None
+        """The request is over: close a receive that was started and never awaited.
+
+        A message already taken stays: it is the client's body, which a context the test
+        client preserved (``with client:``) can still read after the response."""
+        pending = self._pending
         if type(pending) is tuple:
+            self._pending = None
             pending[0].close()
 
     async def receive_in_time(self) -> dict[str, Any]:

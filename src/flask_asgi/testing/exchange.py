@@ -168,6 +168,8 @@ class _Exchange:
         return data
 
     async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.gone.set()  # the response is complete: receive() answers http.disconnect
         await self.messages.put(message)
 
     async def _next_message(self) -> dict[str, Any]:
