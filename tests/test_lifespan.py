@@ -15,6 +15,7 @@ from flask import Flask, current_app
 from helpers import run_live
 
 import flask_asgi
+from flask_asgi.testing import serving_loop
 
 
 def build_app(sync_generator: bool = False) -> tuple[Flask, flask_asgi.ASGI, list[str]]:
@@ -127,7 +128,9 @@ async def test_hooks_via_async_serving() -> None:
     app, asgi, calls = build_app()
     async with asgi.serving():
         assert calls == STARTUP
-        assert app.config["LOOP"] is asyncio.get_running_loop()
+        # The lifespan runs on the test clients' one serving loop, not the test's loop.
+        assert app.config["LOOP"] is serving_loop()
+        assert app.config["LOOP"] is not asyncio.get_running_loop()
     assert calls == STARTUP + SHUTDOWN
 
 
@@ -142,7 +145,7 @@ async def test_async_test_client_with_lifespan() -> None:
 
 async def test_async_test_client_without_lifespan() -> None:
     app, asgi, calls = build_app()
-    app.config["LOOP"] = asyncio.get_running_loop()
+    app.config["LOOP"] = serving_loop()  # where requests run, whatever loop the test has
     async with asgi.test_client() as client:
         response = await client.get("/calls")
         assert response.json == {"calls": [], "same_loop": True}

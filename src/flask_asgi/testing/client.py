@@ -2,8 +2,9 @@
 
 ``app.test_client()`` keeps Flask's API (cookies, ``session_transaction``, ``with client:``,
 ``follow_redirects``...): only the last step changes, where Werkzeug would call the WSGI app,
-the request is turned into an ASGI scope and sent to the ``ASGI`` object. The sync client
-runs it on the shared background loop; the async client on the test's own loop.
+the request is turned into an ASGI scope and sent to the ``ASGI`` object. Both clients,
+their WebSockets and ``asgi.serving()`` run the app on one serving loop (the shared
+background loop, :mod:`.serving_loop`) for the whole session, as a server would.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from werkzeug.test import TestResponse, run_wsgi_app
 from werkzeug.wsgi import get_current_url
 
 from ..ground.app_state import asgi_of
-from ..ground.bridge import await_, run_in_greenlet
+from ..ground.bridge import run_in_greenlet
 from ..ground.flask_compat import preserved
 from ..ground.settings import apply_settings
 from .exchange import ASGIApp, ServedApp, asgi_as_wsgi
+from .serving_loop import call_on_serving_loop, on_serving_loop
 from .websocket import AsyncWebSocketSession, WebSocketSession
 
 
@@ -55,9 +57,10 @@ class FlaskClient(flask.testing.FlaskClient):
 class AsyncClient:
     """``async with asgi.test_client() as client: response = await client.get("/")``.
 
-    Wraps the app's sync test client: its cookie jar and request building run in a
-    greenlet, and the request itself runs on the test's event loop. Responses are Flask's
-    ``TestResponse``, fully read. ``lifespan=True`` runs the serving hooks around the block.
+    Wraps the app's sync test client: each request (built with its cookie jar) is handed
+    to the serving loop, where the app runs, and awaited without blocking the test's own
+    loop. Responses are Flask's ``TestResponse``, fully read. ``lifespan=True`` runs the
+    serving hooks around the block, on the serving loop too.
     """
 
     def __init__(self, asgi: ServedApp, lifespan: bool = False, **kwargs: Any) -> None:
@@ -76,7 +79,12 @@ class AsyncClient:
 
     async def open(self, *args: Any, **kwargs: Any) -> TestResponse:
         kwargs["buffered"] = True  # the body must be read while we are on the loop
-        response: TestResponse = await run_in_greenlet(lambda: self.client.open(*args, **kwargs))
+        return await on_serving_loop(run_in_greenlet(self._open_in_greenlet, args, kwargs))
+
+    def _open_in_greenlet(self, args: Any, kwargs: dict[str, Any]) -> TestResponse:
+        # On the serving loop's thread: the strict mode allows the client's own blocking
+        # calls made here (the app runs in a task of its own, not under this frame).
+        response: TestResponse = self.client.open(*args, **kwargs)
         return response
 
     async def get(self, *args: Any, **kwargs: Any) -> TestResponse:
@@ -127,6 +135,20 @@ class Lifespan:
             raise RuntimeError(message.get("message") or message["type"])
 
     async def __aenter__(self) -> Lifespan:
+        await on_serving_loop(self._start())
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await on_serving_loop(self._stop())
+
+    def __enter__(self) -> Lifespan:
+        call_on_serving_loop(self._start())
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        call_on_serving_loop(self._stop())
+
+    async def _start(self) -> None:
         self._inbox, self._outbox = asyncio.Queue(), asyncio.Queue()
         scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}}
         self._task = asyncio.get_running_loop().create_task(
@@ -134,17 +156,9 @@ class Lifespan:
         )
         await self._inbox.put({"type": "lifespan.startup"})
         await self._expect("lifespan.startup.complete")
-        return self
 
-    async def __aexit__(self, *exc_info: Any) -> None:
+    async def _stop(self) -> None:
         assert self._inbox is not None and self._task is not None
         await self._inbox.put({"type": "lifespan.shutdown"})
         await self._expect("lifespan.shutdown.complete")
         await self._task
-
-    def __enter__(self) -> Lifespan:
-        await_(self.__aenter__())
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        await_(self.__aexit__(*exc_info))

@@ -12,8 +12,8 @@ from typing import Any, Protocol, TypeVar
 from flask import Flask
 
 from ..ground.asgi_types import Receive, Send
-from ..ground.bridge import await_
 from ..protocol.environ import ENVIRON_EXTENSION
+from .serving_loop import _Interrupted, call_on_serving_loop
 
 T = TypeVar("T")
 
@@ -81,19 +81,10 @@ def scope_from_environ(environ: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class _Interrupted(Exception):
-    """Carries KeyboardInterrupt/SystemExit out of a loop task, which they would stop."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
 def _call(coro: Coroutine[Any, Any, T]) -> T:
-    """``await_(coro)``, re-raising a KeyboardInterrupt/SystemExit the app raised."""
-    try:
-        return await_(coro)
-    except _Interrupted as interrupted:
-        raise interrupted.error from None
+    """Run ``coro`` on the serving loop; a KeyboardInterrupt/SystemExit the app raised
+    comes out here."""
+    return call_on_serving_loop(coro)
 
 
 class _ResponseBody(Iterator[bytes]):

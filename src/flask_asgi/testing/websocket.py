@@ -2,9 +2,9 @@
 
 The handshake is built by Werkzeug's ``EnvironBuilder`` with the client's cookies, turned
 into an ASGI ``websocket`` scope and sent to the ``ASGI`` object as a server would send
-it. The connection runs on the loop of the client that opened it: the shared background
-loop for ``app.test_client()`` (each call goes through ``await_``), the test's own loop
-for ``asgi.test_client()``.
+it. The connection runs on the serving loop (:mod:`.serving_loop`), whichever client opened
+it: the sync session's calls wait for it, the async session's are awaited from the test's
+own loop.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from werkzeug.test import TestResponse
 from werkzeug.wrappers import Request
 
 from ..protocol.websocket import HTTP_RESPONSE_EXTENSION, Message, WebSocketDisconnect
-from .exchange import ServedApp, _call, _Interrupted, scope_from_environ
+from .exchange import ServedApp, _call, scope_from_environ
+from .serving_loop import _Interrupted, on_serving_loop
 
 if TYPE_CHECKING:
     from flask.testing import FlaskClient
@@ -178,6 +179,9 @@ class AsyncWebSocketSession:
 
     async def connect(self) -> None:
         """Send the handshake; return once accepted (the ``async with`` entry)."""
+        await on_serving_loop(self._connect())
+
+    async def _connect(self) -> None:
         self._to_app, self._from_app = asyncio.Queue(), asyncio.Queue()
         self._task = asyncio.get_running_loop().create_task(self._run_app())
         self._task.add_done_callback(lambda _: self._from_app.put_nowait(None))  # type: ignore[union-attr]
@@ -231,6 +235,9 @@ class AsyncWebSocketSession:
 
     async def send(self, data: Message) -> None:
         """Send a text (``str``) or binary (``bytes``) message to the app."""
+        await on_serving_loop(self._send(data))
+
+    async def _send(self, data: Message) -> None:
         assert self._to_app is not None
         if self._client_closed or self.close_code is not None:
             raise WebSocketDisconnect(self.close_code or 1000, self.close_reason)
@@ -247,6 +254,9 @@ class AsyncWebSocketSession:
     async def receive(self, timeout: float | None = DEFAULT_TIMEOUT) -> Message:
         """The app's next message (``str`` or ``bytes``). Raises ``WebSocketDisconnect``
         once the app has closed the connection, and ``TimeoutError`` after ``timeout``."""
+        return await on_serving_loop(self._receive(timeout))
+
+    async def _receive(self, timeout: float | None) -> Message:
         message = await self._next(timeout)
         if message is None:
             assert self._from_app is not None
@@ -269,6 +279,9 @@ class AsyncWebSocketSession:
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close from the client side (the app receives ``websocket.disconnect``), wait for
         the app to finish, and re-raise an exception it raised."""
+        await on_serving_loop(self._close(code, reason))
+
+    async def _close(self, code: int = 1000, reason: str = "") -> None:
         if not self._client_closed:
             self._client_closed = True
             if self.close_code is None:
@@ -300,11 +313,14 @@ class AsyncWebSocketSession:
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        await on_serving_loop(self._leave(exc_type))
+
+    async def _leave(self, exc_type: Any) -> None:
         if exc_type is None:
-            await self.close()
+            await self._close()
         else:
             try:
-                await self.close()
+                await self._close()
             except Exception:
                 pass  # the test's own exception is the one to see
 
@@ -312,7 +328,7 @@ class AsyncWebSocketSession:
 class WebSocketSession:
     """The sync form of :class:`AsyncWebSocketSession`, for ``app.test_client()``:
     ``with client.websocket("/ws") as ws: ws.send("hi"); assert ws.receive() == "hi"``.
-    Each call runs on the background loop that the sync client's requests use."""
+    Each call waits for the serving loop, where the app runs."""
 
     def __init__(
         self, asgi: ServedApp, client: FlaskClient, path: str = "/", **kwargs: Any
@@ -336,23 +352,23 @@ class WebSocketSession:
         return self._session.accept_headers
 
     def send(self, data: Message) -> None:
-        _call(self._session.send(data))
+        _call(self._session._send(data))
 
     def send_json(self, obj: Any) -> None:
-        _call(self._session.send_json(obj))
+        _call(self._session._send(json.dumps(obj)))
 
     def receive(self, timeout: float | None = DEFAULT_TIMEOUT) -> Message:
-        return _call(self._session.receive(timeout))
+        return _call(self._session._receive(timeout))
 
     def receive_json(self, timeout: float | None = DEFAULT_TIMEOUT) -> Any:
-        return _call(self._session.receive_json(timeout))
+        return json.loads(_call(self._session._receive(timeout)))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        _call(self._session.close(code, reason))
+        _call(self._session._close(code, reason))
 
     def __enter__(self) -> WebSocketSession:
-        _call(self._session.connect())
+        _call(self._session._connect())
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        _call(self._session.__aexit__(exc_type, exc, tb))
+        _call(self._session._leave(exc_type))
