@@ -13,6 +13,10 @@ the plugin also listens to Flask's ``got_request_exception`` signal and fails th
 ``BlockingError`` went by. flask-asgi's own set-up and the test clients' side of a request
 are allowed to block (:data:`ALLOWED`); the app's code is not.
 
+``flask_asgi_app = module:app`` (an ini line, or ``--flask-asgi-app``) attaches ASGI to the
+named app before the first test, as ``flask --app module:app serve`` does: a suite that only
+uses ``app.test_client()`` then runs the app as the server runs it, unchanged.
+
 Registered through the ``pytest11`` entry point; it does nothing unless asked.
 """
 
@@ -27,6 +31,7 @@ import pytest
 from flask import got_request_exception
 
 OPTION = "--flask-asgi-strict"
+APP_OPTION = "--flask-asgi-app"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -38,6 +43,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="fail a test whose async code makes a blocking call on the event loop"
         " (BlockBuster; pip install 'flask-asgi[strict]')",
     )
+    group.addoption(
+        APP_OPTION,
+        action="append",
+        default=[],
+        metavar="MODULE:APP",
+        help="attach ASGI to this app before the first test, as 'flask --app MODULE:APP"
+        " serve' does (repeatable; also the flask_asgi_app ini key)",
+    )
+    parser.addini(
+        "flask_asgi_app",
+        type="linelist",
+        default=[],
+        help="apps (module:app, one a line) to attach ASGI to before the first test",
+    )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    targets = [*config.getini("flask_asgi_app"), *config.getoption("flask_asgi_app")]
+    if not targets:
+        return
+    from flask.cli import NoAppException, ScriptInfo
+
+    from .extension import ASGI
+
+    for target in targets:
+        try:
+            app = ScriptInfo(app_import_path=target).load_app()
+        except NoAppException as exc:
+            raise pytest.UsageError(f"flask_asgi_app = {target}: {exc}") from None
+        ASGI.of(app)
 
 
 #: Where blocking is allowed: flask-asgi's own set-up and the test clients' side of a
