@@ -9,6 +9,8 @@ tests are marked ``asyncio`` so that they also run under pytest-asyncio's strict
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -139,3 +141,21 @@ async def test_keyboard_interrupt_reaches_the_test_and_the_loop_lives_on() -> No
             await client.get("/interrupt")
         assert serving_loop().is_running()
         assert (await client.get("/loop")).json["serving"] is True
+
+
+async def _one_request() -> tuple[weakref.ref[Any], weakref.ref[Flask]]:
+    app, asgi = build()
+    async with asgi.test_client() as client:
+        response = await client.get("/loop")
+        assert response.json["serving"] is True
+    return weakref.ref(response), weakref.ref(app)
+
+
+@pytest.mark.asyncio
+async def test_the_serving_loop_keeps_no_response_or_app_alive() -> None:
+    # A pooled greenlet on the serving loop keeps its last result until its next job:
+    # the response must not be that result, or it would outlive the test with its app.
+    await _one_request()
+    refs = await _one_request()
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None]

@@ -79,13 +79,17 @@ class AsyncClient:
 
     async def open(self, *args: Any, **kwargs: Any) -> TestResponse:
         kwargs["buffered"] = True  # the body must be read while we are on the loop
-        return await on_serving_loop(run_in_greenlet(self._open_in_greenlet, args, kwargs))
+        # The response comes back in a box, not as the greenlet's result: an idle pooled
+        # greenlet keeps its last result until its next job, which would keep the
+        # response (and through it the app's JSON provider) alive after the test.
+        box: list[TestResponse] = []
+        await on_serving_loop(run_in_greenlet(self._open_in_greenlet, args, kwargs, box))
+        return box[0]
 
-    def _open_in_greenlet(self, args: Any, kwargs: dict[str, Any]) -> TestResponse:
+    def _open_in_greenlet(self, args: Any, kwargs: dict[str, Any], box: list[Any]) -> None:
         # On the serving loop's thread: the strict mode allows the client's own blocking
         # calls made here (the app runs in a task of its own, not under this frame).
-        response: TestResponse = self.client.open(*args, **kwargs)
-        return response
+        box.append(self.client.open(*args, **kwargs))
 
     async def get(self, *args: Any, **kwargs: Any) -> TestResponse:
         return await self.open(*args, method="GET", **kwargs)
