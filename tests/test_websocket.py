@@ -629,7 +629,9 @@ def _greenlets_in_connections() -> int:
     gc.collect()
     busy = 0
     for obj in gc.get_objects():
-        if isinstance(obj, greenlet.greenlet) and not obj.dead:
+        # type(), not isinstance(): isinstance() on a weakref.proxy whose object is gone
+        # (Flask's JSON provider holds one to its app) raises ReferenceError.
+        if issubclass(type(obj), greenlet.greenlet) and not obj.dead:
             frame = obj.gr_frame
             while frame is not None:
                 if frame.f_code is _run_connection.__code__:
