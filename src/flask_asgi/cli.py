@@ -20,6 +20,7 @@ from werkzeug.debug import DebuggedApplication
 from .extension import ASGI
 from .ground.settings import DEFAULTS, SettingError
 from .serving import DEFAULT, SERVERS, ServerMissing, serve_options
+from .serving.options import ROOT_PATH_ENV, UnderRootPath
 
 _APP_ENV = "FLASK_ASGI_CLI_APP"
 #: What a server's own processes call to load the app (``--workers``, ``--reload``, ...).
@@ -28,10 +29,13 @@ _THRESHOLD_KEY = "FLASK_ASGI_BLOCKING_THRESHOLD"
 _DEBUG_THRESHOLD = 0.1  # seconds, under --debug
 
 
-def app_factory() -> ASGI:
-    """Load the app for a uvicorn worker process (``--workers``/``--reload``)."""
+def app_factory() -> ASGI | UnderRootPath:
+    """Load the app in a server's own process (granian, hypercorn, uvicorn's
+    ``--workers``/``--reload``); under the root path granian and hypercorn were not given."""
     info = ScriptInfo(app_import_path=os.environ.get(_APP_ENV) or None)
-    return debug_setup(ASGI.of(info.load_app()))
+    asgi = debug_setup(ASGI.of(info.load_app()))
+    root_path = os.environ.get(ROOT_PATH_ENV, "")
+    return UnderRootPath(asgi, root_path) if root_path else asgi
 
 
 def debug_setup(asgi: ASGI) -> ASGI:

@@ -29,7 +29,14 @@ logger = logging.getLogger("flask_asgi")
 
 PREFIX = "FLASK_ASGI_"
 #: Environment variables with the prefix that are not settings (set by flask-asgi itself).
-INTERNAL_ENV = frozenset({"FLASK_ASGI_CLI_APP", "FLASK_ASGI_FLASK_SDIST", "FLASK_ASGI_BENCH_VENV"})
+INTERNAL_ENV = frozenset(
+    {
+        "FLASK_ASGI_CLI_APP",
+        "FLASK_ASGI_CLI_ROOT_PATH",
+        "FLASK_ASGI_FLASK_SDIST",
+        "FLASK_ASGI_BENCH_VENV",
+    }
+)
 
 _DAY = 86_400.0
 _HOUR = 3_600.0

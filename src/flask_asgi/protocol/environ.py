@@ -12,6 +12,14 @@ from .body import RequestBody
 #: (``werkzeug.debug.preserve_context`` and the like) that have no ASGI equivalent.
 ENVIRON_EXTENSION = "flask_asgi.environ"
 
+#: Set in the environ of a request that must be refused before the app runs (400 and the
+#: connection closed): its value says why. See :func:`malformed`.
+MALFORMED = "flask_asgi.malformed"
+#: Headers that may appear once: two Hosts are two claims about the target (RFC 9112
+#: §3.2), two Content-Lengths two claims about the framing, and folding either into "a,b"
+#: lets a proxy and the app disagree about the request.
+_SINGLE = frozenset({"HTTP_HOST", "CONTENT_LENGTH"})
+
 _SPECIAL_HEADERS = {b"content-type": "CONTENT_TYPE", b"content-length": "CONTENT_LENGTH"}
 _header_keys: dict[bytes, str] = {}
 
@@ -94,12 +102,17 @@ def build_environ(scope: dict[str, Any], receive: Receive) -> dict[str, Any]:
             continue
         text = value.decode("latin-1")
         if key in environ:
+            if key in _SINGLE:
+                environ[MALFORMED] = f"More than one {name.decode('latin-1')} header."
             # Repeated headers are folded as a WSGI server does (cookies use their own separator).
             text = environ[key] + ("; " if key == "HTTP_COOKIE" else ",") + text
         elif key == "HTTP_TRANSFER_ENCODING":
             chunked = "chunked" in text.lower()
         environ[key] = text
     content_length = None
+    if chunked and "CONTENT_LENGTH" in environ:
+        # RFC 9112 §6.3: a request framed both ways is a smuggling attempt, or a proxy bug.
+        environ[MALFORMED] = "Both Transfer-Encoding and Content-Length."
     if "CONTENT_LENGTH" in environ:
         try:
             content_length = max(int(environ["CONTENT_LENGTH"]), 0)

@@ -26,10 +26,10 @@ from ..ground.lifecycle import Lifecycle
 from ..ground.view_timeout import UNSET
 from .body import BodyTimeout, RequestBody
 from .body_feed import BodyFeed, preread
-from .environ import build_environ
+from .environ import MALFORMED, build_environ
 from .probes import HEALTH_KEY, METRICS_KEY, READY_KEY, probe_response
 from .queue_timeout import RETRY_AFTER, all_busy, within_queue_timeout
-from .refusal import refuse
+from .refusal import refuse, refuse_malformed
 from .routes import RouteIndex
 from .timeouts import CONFIG_KEY as REQUEST_TIMEOUT
 from .timeouts import RequestTimer, config_seconds
@@ -318,6 +318,8 @@ class HttpHandler:
             await refuse(send, ServiceUnavailable(), [RETRY_AFTER])
             return
         environ = build_environ(scope, receive)
+        if MALFORMED in environ:  # two framings or two hosts: 400 and close, no app
+            return await refuse_malformed(send, environ)
         body: RequestBody = environ["wsgi.input"]
         is_async, mark = self.routes.lookup(environ)  # one URL match per new path, if any
         if not body.complete:

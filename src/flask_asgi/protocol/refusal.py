@@ -1,9 +1,12 @@
 """Answering a request without running the app: 408 for a body that never came, 503 for
-overload. The answer is Werkzeug's own error page, as Flask would send it."""
+overload, 400 for a request framed two ways or naming two hosts. The answer is Werkzeug's
+own error page, as Flask would send it."""
 
 from __future__ import annotations
 
-from werkzeug.exceptions import HTTPException
+from typing import Any
+
+from werkzeug.exceptions import BadRequest, HTTPException
 
 from ..ground.asgi_types import Send
 
@@ -20,3 +23,9 @@ async def refuse(
     ]
     await send({"type": "http.response.start", "status": error.code, "headers": response_headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def refuse_malformed(send: Send, environ: dict[str, Any]) -> None:
+    """400 and ``Connection: close`` for a request ``build_environ`` marked malformed: the
+    server must not read what follows as a next request (it may be a smuggled one)."""
+    await refuse(send, BadRequest(environ["flask_asgi.malformed"]), [(b"connection", b"close")])

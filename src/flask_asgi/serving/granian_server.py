@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Any
 
-from .options import ServeOptions, ServerMissing
+from .options import MAX_HEAD_BYTES, ROOT_PATH_ENV, ServeOptions, ServerMissing
 
 logger = logging.getLogger("flask_asgi")
 
@@ -35,7 +36,7 @@ def granian_server(factory: str, options: ServeOptions) -> Any:
     try:
         from granian import Granian
         from granian.constants import Interfaces, Loops
-        from granian.http import HTTP1Settings
+        from granian.http import HTTP1Settings, HTTP2Settings
         from granian.log import LogLevels
     except ImportError:
         raise ServerMissing("granian") from None
@@ -50,13 +51,16 @@ def granian_server(factory: str, options: ServeOptions) -> Any:
         reload=options.reload,
         log_level=LogLevels(_LOG_LEVELS.get(options.log_level, options.log_level)),
         log_access=True,  # as uvicorn does by default
-        url_path_prefix=options.root_path or None,
+        # No url_path_prefix: --root-path is applied by the app, as under uvicorn (cli.py).
         # granian's graceful stop has no deadline of its own: this bounds it (whole seconds).
         workers_kill_timeout=max(1, math.ceil(options.timeout_graceful_shutdown)),
         # Slow-header defence: FLASK_ASGI_HEADER_TIMEOUT (granian's own default is 30 s).
         http1_settings=HTTP1Settings(
-            header_read_timeout=header_read_timeout_ms(options.header_timeout)
+            header_read_timeout=header_read_timeout_ms(options.header_timeout),
+            # The request head: larger gets hyper's 431 (granian's own bound is ~408 KiB).
+            max_buffer_size=MAX_HEAD_BYTES,
         ),
+        http2_settings=HTTP2Settings(max_headers_size=MAX_HEAD_BYTES),
     )
 
 
@@ -65,5 +69,6 @@ def run(target_factory: str, options: ServeOptions) -> int:
     if options.drain_delay > 0:
         # granian stops accepting at once on SIGTERM: it has no hook to serve on first.
         logger.warning("FLASK_ASGI_DRAIN_DELAY is not applied under granian (uvicorn only)")
+    os.environ[ROOT_PATH_ENV] = options.root_path  # for cli.app_factory in each worker
     granian_server(target_factory, options).serve()
     return 0

@@ -7,9 +7,10 @@ with one worker, or in each of its worker processes.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
-from .options import ServeOptions, ServerMissing
+from .options import MAX_HEAD_BYTES, ROOT_PATH_ENV, ServeOptions, ServerMissing
 
 logger = logging.getLogger("flask_asgi")
 
@@ -30,7 +31,8 @@ def hypercorn_config(factory: str, options: ServeOptions) -> Any:
     # One worker, no reload: serve in this process (0), as uvicorn does; else its supervisor.
     config.workers = 0 if options.one_process else options.workers
     config.use_reloader = options.reload
-    config.root_path = options.root_path
+    # --root-path is applied by the app (cli.app_factory), as under uvicorn: hypercorn's own
+    # root_path leaves the prefix out of the path, so /p/x and /x would both be served.
     config.graceful_timeout = options.timeout_graceful_shutdown
     config.loglevel = _LOG_LEVELS.get(options.log_level, options.log_level.upper())
     config.accesslog = "-"  # like uvicorn's and granian's default access log on stdout
@@ -40,6 +42,10 @@ def hypercorn_config(factory: str, options: ServeOptions) -> Any:
     # is complete, so a client dripping header lines is dropped then (measured). Its
     # read_timeout would also drop quiet SSE and WebSocket clients, so it stays off, and
     # FLASK_ASGI_HEADER_TIMEOUT has no hypercorn setting to map to.
+    config.h11_max_incomplete_size = MAX_HEAD_BYTES  # larger: h11's 431 (hypercorn: 16 KiB)
+    config.h2_max_header_list_size = MAX_HEAD_BYTES
+    if options.websocket_max_message > 0:  # FLASK_ASGI_WEBSOCKET_MAX_MESSAGE: close 1009
+        config.websocket_max_message_size = options.websocket_max_message
     return config
 
 
@@ -61,6 +67,7 @@ def run(target_factory: str, options: ServeOptions) -> int:
     if options.drain_delay > 0:
         # hypercorn stops accepting at once on SIGTERM: it has no hook to serve on first.
         logger.warning("FLASK_ASGI_DRAIN_DELAY is not applied under hypercorn (uvicorn only)")
+    os.environ[ROOT_PATH_ENV] = options.root_path  # for cli.app_factory
     try:
         return int(hypercorn_run(hypercorn_config(target_factory, options)) or 0)
     except LifespanFailureError:

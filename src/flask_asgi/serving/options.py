@@ -15,10 +15,20 @@ from typing import Any
 #: loaded app's ``app.config`` in the process that starts the server, because granian and
 #: hypercorn take their own settings before any worker has loaded the app.
 _APP_SETTINGS = {
-    "timeout_graceful_shutdown": "FLASK_ASGI_SHUTDOWN_TIMEOUT",
-    "header_timeout": "FLASK_ASGI_HEADER_TIMEOUT",
-    "drain_delay": "FLASK_ASGI_DRAIN_DELAY",
+    "timeout_graceful_shutdown": ("FLASK_ASGI_SHUTDOWN_TIMEOUT", float),
+    "header_timeout": ("FLASK_ASGI_HEADER_TIMEOUT", float),
+    "drain_delay": ("FLASK_ASGI_DRAIN_DELAY", float),
+    "websocket_max_message": ("FLASK_ASGI_WEBSOCKET_MAX_MESSAGE", int),
 }
+
+#: The largest request head (request line and headers) every server takes, in bytes;
+#: larger: 431 (or the server's 400) and the connection closed, before the head is all
+#: buffered. It also bounds the number of headers (a header line is 4 bytes at least).
+#: Browsers send a few KiB; nginx's default allows 32 KiB.
+MAX_HEAD_BYTES = 64 * 1024
+#: WebSocket messages a server may hold for a connection, received before the app takes
+#: them (uvicorn's ``ws_max_queue``): with the message limit, what a connection can pin.
+WEBSOCKET_QUEUE = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +51,9 @@ class ServeOptions:
     header_timeout: float = 10.0
     #: Seconds to go on serving after SIGTERM with readiness failing (FLASK_ASGI_DRAIN_DELAY).
     drain_delay: float = 0.0
+    #: The largest WebSocket message, in bytes (FLASK_ASGI_WEBSOCKET_MAX_MESSAGE; 0: the
+    #: server's own limit): the server closes with 1009 before buffering a larger one.
+    websocket_max_message: int = 1024 * 1024
 
     @property
     def one_process(self) -> bool:
@@ -51,9 +64,9 @@ class ServeOptions:
 def serve_options(config: Mapping[str, Any], host: str, port: int, **chosen: Any) -> ServeOptions:
     """``ServeOptions`` with the CLI's ``chosen`` options; a serving setting the CLI left
     out (or gave as None) comes from the app's ``config``."""
-    for field, key in _APP_SETTINGS.items():
+    for field, (key, kind) in _APP_SETTINGS.items():
         if chosen.get(field) is None:
-            chosen[field] = float(config[key])
+            chosen[field] = kind(config[key])
     return ServeOptions(host, port, **chosen)
 
 
@@ -69,3 +82,36 @@ class ServerMissing(RuntimeError):
             f"--server {server} needs the {server} package:"
             f" pip install 'flask-asgi[{server}]' (or pip install {server})"
         )
+
+
+#: How ``flask serve --root-path`` reaches ``cli.app_factory`` in the processes of granian
+#: and hypercorn (which then apply it with :class:`UnderRootPath`).
+ROOT_PATH_ENV = "FLASK_ASGI_CLI_ROOT_PATH"
+
+
+class UnderRootPath:
+    """``--root-path`` as uvicorn applies it, for servers that apply it otherwise.
+
+    uvicorn's ``root_path`` (since 0.26, per the ASGI spec) is the prefix a proxy has
+    stripped: a request for ``/x`` reaches the app as ``path`` ``/prefix/x`` under
+    ``root_path`` ``/prefix``, and ``/prefix/x`` as ``/prefix/prefix/x``. hypercorn puts
+    ``root_path`` in the scope but leaves ``path`` alone, and granian's
+    ``url_path_prefix`` serves both ``/prefix/x`` and ``/x`` (measured), so one app
+    answered different URLs per server. granian and hypercorn get no root path of their
+    own; this adds it to each ``http`` and ``websocket`` scope, as uvicorn does.
+    """
+
+    __slots__ = ("app", "root_path", "raw_root_path")
+
+    def __init__(self, app: Any, root_path: str) -> None:
+        self.app = app
+        self.root_path = root_path.rstrip("/")
+        self.raw_root_path = self.root_path.encode("utf-8")
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope = dict(scope, root_path=self.root_path, path=self.root_path + scope["path"])
+            raw_path = scope.get("raw_path")
+            if raw_path is not None:
+                scope["raw_path"] = self.raw_root_path + raw_path
+        await self.app(scope, receive, send)

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from .options import ServeOptions, serve_options
+from .options import MAX_HEAD_BYTES, WEBSOCKET_QUEUE, ServeOptions, serve_options
 from .uvicorn_graceful import GracefulServer, bind
+from .uvicorn_limits import head_limited_protocol
 
 if TYPE_CHECKING:
     from ..extension import ASGI
@@ -34,6 +35,14 @@ def _settings(options: ServeOptions, passed: dict[str, Any]) -> dict[str, Any]:
     settings.setdefault("lifespan", "on")
     # FLASK_ASGI_SHUTDOWN_TIMEOUT (or --timeout-graceful-shutdown) for in-flight requests.
     settings.setdefault("timeout_graceful_shutdown", options.timeout_graceful_shutdown)
+    # The request head's size: h11's own limit, and HeadLimitedHttpTools' (httptools has none).
+    settings.setdefault("h11_max_incomplete_event_size", MAX_HEAD_BYTES)
+    settings["http"] = head_limited_protocol(settings.get("http", "auto"))
+    # FLASK_ASGI_WEBSOCKET_MAX_MESSAGE, enforced by uvicorn as frames arrive (close 1009),
+    # not after it has buffered up to its own 16 MiB per message, 32 messages deep.
+    if options.websocket_max_message > 0:
+        settings.setdefault("ws_max_size", options.websocket_max_message)
+        settings.setdefault("ws_max_queue", WEBSOCKET_QUEUE)
     return settings
 
 
