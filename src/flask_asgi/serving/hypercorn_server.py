@@ -49,6 +49,32 @@ def hypercorn_config(factory: str, options: ServeOptions) -> Any:
     return config
 
 
+def refuse_whole_messages() -> None:
+    """hypercorn 0.18 sends 1009 for a WebSocket message past websocket_max_message_size
+    but goes on appending the rest of that message to its buffer as the client sends it
+    (measured: 20 connections, 15 MiB each, 41 -> 177 MiB with a 1 MiB limit). Its buffer
+    class is swapped for one that drops the refused message and keeps none of the rest.
+    In this process only: with --workers, hypercorn's spawned workers keep their own."""
+    from hypercorn.protocol import ws_stream
+
+    if getattr(ws_stream.WebsocketBuffer, "refuses_whole_messages", False):
+        return
+
+    class RefusingBuffer(ws_stream.WebsocketBuffer):
+        refuses_whole_messages = True
+
+        def extend(self, event: Any) -> None:
+            if self.length > self.max_length:  # refused already (1009 sent): drop the rest
+                raise ws_stream.FrameTooLargeError()
+            try:
+                super().extend(event)
+            except ws_stream.FrameTooLargeError:
+                self.value = None  # free what the refused message held
+                raise
+
+    ws_stream.WebsocketBuffer = RefusingBuffer  # type: ignore[misc]
+
+
 def run(target_factory: str, options: ServeOptions) -> int:
     """Serve until hypercorn is stopped; the exit status (3: startup failed)."""
     try:
@@ -68,6 +94,8 @@ def run(target_factory: str, options: ServeOptions) -> int:
         # hypercorn stops accepting at once on SIGTERM: it has no hook to serve on first.
         logger.warning("FLASK_ASGI_DRAIN_DELAY is not applied under hypercorn (uvicorn only)")
     os.environ[ROOT_PATH_ENV] = options.root_path  # for cli.app_factory
+    if options.websocket_max_message > 0:
+        refuse_whole_messages()
     try:
         return int(hypercorn_run(hypercorn_config(target_factory, options)) or 0)
     except LifespanFailureError:
