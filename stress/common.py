@@ -29,11 +29,13 @@ def start_server(
     env: dict[str, str],
     server: str = "flask",
     log: Path | None = None,
+    args: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
-    """``flask --app module serve`` (``server="uvicorn"``: plain uvicorn, to compare);
-    ``log``: a file for the server's output (warnings and errors), else it is dropped."""
+    """``flask --app module serve [args]`` (``server="uvicorn"``: plain uvicorn, to
+    compare); ``log``: a file for the server's output (warnings and errors), else it is
+    dropped."""
     if server == "flask":
-        command = [str(BIN / "flask"), "--app", module, "serve", "--port", str(port)]
+        command = [str(BIN / "flask"), "--app", module, "serve", "--port", str(port), *args]
     else:
         command = [
             str(BIN / "uvicorn"),
@@ -113,6 +115,25 @@ def process_threads_and_fds(pid: int) -> tuple[int, int]:
 
 
 STRESS_DIR = Path(__file__).resolve().parent
+
+
+def tree_rss_mib(pid: int) -> float:
+    """The resident memory of process ``pid`` and all its descendants (granian's workers
+    are child processes), in MiB (Linux /proc)."""
+    total = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            for task in os.listdir(f"/proc/{current}/task"):
+                children = Path(f"/proc/{current}/task/{task}/children").read_text().split()
+                pending += [int(child) for child in children]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it has just exited
+    return round(total / 1024, 1)
 
 
 def resources(port: int) -> dict[str, Any]:
