@@ -21,6 +21,9 @@ from flask_asgi.ground.settings import DEFAULTS
 from flask_asgi.serving import SERVERS, ServeOptions, serve_options
 from flask_asgi.serving.granian_server import granian_server, header_read_timeout_ms
 from flask_asgi.serving.hypercorn_server import hypercorn_config
+from flask_asgi.serving.options import MAX_HEAD_BYTES, WEBSOCKET_QUEUE
+from flask_asgi.serving.uvicorn_limits import HeadLimitedHttpTools
+from flask_asgi.serving.uvicorn_server import _settings
 
 TESTS = Path(__file__).resolve().parent
 FACTORY = "flask_asgi.cli:app_factory"
@@ -33,7 +36,10 @@ def test_granian_gets_every_option() -> None:
     server = granian_server(FACTORY, options)
     assert (server.target, server.factory, server.interface.value) == (FACTORY, True, "asgi")
     assert (server.bind_addr, server.bind_port, server.workers) == ("0.0.0.0", 1234, 3)
-    assert (server.reload_on_changes, server.url_path_prefix) == (False, "/p")
+    # --root-path is applied by the app (UnderRootPath), as uvicorn applies it.
+    assert (server.reload_on_changes, server.url_path_prefix) == (False, None)
+    assert server.http1_settings.max_buffer_size == MAX_HEAD_BYTES
+    assert server.http2_settings.max_headers_size == MAX_HEAD_BYTES
     assert server.log_level.value == "debug"  # granian has no "trace"
     assert server.workers_kill_timeout == 3  # whole seconds, rounded up
     assert server.http1_settings.header_read_timeout == HEADER_TIMEOUT * 1000
@@ -57,12 +63,30 @@ def test_serve_options_take_the_apps_settings_unless_chosen() -> None:
         FLASK_ASGI_SHUTDOWN_TIMEOUT=7.0,
         FLASK_ASGI_HEADER_TIMEOUT=3.0,
         FLASK_ASGI_DRAIN_DELAY=1.5,
+        FLASK_ASGI_WEBSOCKET_MAX_MESSAGE=4096,
     )
     options = serve_options(config, "::1", 80, workers=2, timeout_graceful_shutdown=None)
+    assert options.websocket_max_message == 4096
     assert (options.timeout_graceful_shutdown, options.header_timeout) == (7.0, 3.0)
     assert (options.drain_delay, options.workers, options.one_process) == (1.5, 2, False)
     chosen = serve_options(config, "::1", 80, timeout_graceful_shutdown=20.0)
     assert (chosen.timeout_graceful_shutdown, chosen.one_process) == (20.0, True)
+
+
+def test_uvicorn_gets_the_limits() -> None:
+    """The head limit (h11's own, and HeadLimitedHttpTools' where uvicorn would use
+    httptools) and FLASK_ASGI_WEBSOCKET_MAX_MESSAGE as ws_max_size; uvicorn's own
+    keywords, passed to ASGI.run, win; 0 leaves uvicorn's WebSocket limit alone."""
+    settings = _settings(ServeOptions("127.0.0.1", 1), {})
+    assert settings["http"] is HeadLimitedHttpTools
+    assert settings["h11_max_incomplete_event_size"] == MAX_HEAD_BYTES
+    assert (settings["ws_max_size"], settings["ws_max_queue"]) == (1024 * 1024, WEBSOCKET_QUEUE)
+    passed = {"http": "h11", "h11_max_incomplete_event_size": 10, "ws_max_size": 5}
+    settings = _settings(ServeOptions("127.0.0.1", 1), passed)
+    assert (settings["http"], settings["h11_max_incomplete_event_size"]) == ("h11", 10)
+    assert settings["ws_max_size"] == 5
+    settings = _settings(ServeOptions("127.0.0.1", 1, websocket_max_message=0), {})
+    assert "ws_max_size" not in settings and "ws_max_queue" not in settings
 
 
 def test_registry_has_every_server_and_loads_none_on_import() -> None:
@@ -87,7 +111,9 @@ def test_hypercorn_gets_every_option() -> None:
     config = hypercorn_config(FACTORY, ServeOptions("::1", 1234, 1, False, "warning", "/p/", 2.5))
     assert (config.bind, config.application_path) == (["[::1]:1234"], FACTORY + "()")
     assert (config.workers, config.use_reloader) == (0, False)  # served in the same process
-    assert (config.root_path, config.graceful_timeout, config.loglevel) == ("/p", 2.5, "WARNING")
+    assert (config.root_path, config.graceful_timeout, config.loglevel) == ("", 2.5, "WARNING")
+    assert config.h11_max_incomplete_size == config.h2_max_header_list_size == MAX_HEAD_BYTES
+    assert config.websocket_max_message_size == DEFAULTS["FLASK_ASGI_WEBSOCKET_MAX_MESSAGE"]
     config = hypercorn_config(FACTORY, ServeOptions("127.0.0.1", 1, 3, True, "trace"))
     assert (config.workers, config.use_reloader, config.loglevel) == (3, True, "DEBUG")
     assert config.worker_class == "asyncio"  # "auto": hypercorn's default
