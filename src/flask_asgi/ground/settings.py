@@ -227,7 +227,8 @@ SETTINGS: dict[str, Setting] = _declare(
         1024 * 1024,
         count(0, _GIB),
         "bytes, a whole number from 0 to 1073741824",
-        "Largest WebSocket message a handler accepts (larger: close 1009). 0: no limit.",
+        "Largest WebSocket message a handler accepts (larger: close 1009, by the server as it"
+        " arrives under flask serve). 0: no limit.",
     ),
     Setting(
         "FLASK_ASGI_WEBSOCKET_IDLE_TIMEOUT",
