@@ -114,6 +114,15 @@ def test_root_path_means_the_same_urls_on_every_server(served: Served) -> None:
     assert _info(served, "/prefix/info")[0] == 404
 
 
+def test_websocket_under_the_root_path(served: Served) -> None:
+    """WebSocket scopes get the root path as HTTP ones do: ``/ws/echo`` is the app's route."""
+    from websockets.sync.client import connect
+
+    with connect(f"ws://127.0.0.1:{served.port}/ws/echo", open_timeout=10) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=10) == "hello"
+
+
 SMUGGLED = b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
