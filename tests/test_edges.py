@@ -253,3 +253,29 @@ def test_refused_before_the_app_with_connection_close(headers: list[tuple[bytes,
     sent, ran = _refused_in_process(headers)
     assert sent[0]["status"] == 400 and (b"connection", b"close") in sent[0]["headers"]
     assert ran == []
+
+
+def test_smuggling_on_uvicorn_h11_is_refused_by_flask_asgi() -> None:
+    """uvicorn's h11 protocol passes a request framed both ways on (chunked wins): flask-
+    asgi's 400 + Connection: close is what keeps the request after it from being served."""
+    from flask import Flask
+    from helpers import run_live
+
+    app = Flask(__name__)
+    asgi = flask_asgi.ASGI(app)
+    ran: list[str] = []
+
+    @app.route("/", methods=["GET", "POST"])
+    async def view() -> str:
+        ran.append("view")
+        return "ran"
+
+    with run_live(asgi, graceful=True, http="h11") as base:
+        port = int(base.rsplit(":", 1)[1])
+        served = Served("uvicorn-h11", None, port)
+        request = (
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        statuses, closed, received = served.exchange(request)
+    assert (statuses, closed, ran) == ([400], True, []), received[:300]
