@@ -22,6 +22,32 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: ``start_server``'s setups: how each is started on ``{port}`` with ``{workers}`` processes
+#: (``{module}:asgi`` for the servers that take an ASGI object's import path).
+GUNICORN = ["gunicorn", "{module}:asgi", "-b", "127.0.0.1:{port}", "-w", "{workers}"]
+SETUPS: dict[str, list[str]] = {
+    "flask": ["flask", "--app", "{module}", "serve", "--port", "{port}"],
+    "flask-workers": [
+        "flask", "--app", "{module}", "serve", "--port", "{port}", "--workers", "{workers}"
+    ],
+    "granian": ["flask", "--app", "{module}", "serve", "--port", "{port}", "--server", "granian"],
+    "hypercorn": [
+        "flask", "--app", "{module}", "serve", "--port", "{port}", "--server", "hypercorn"
+    ],
+    "uvicorn": [
+        "uvicorn", "{module}:asgi", "--port", "{port}", "--lifespan", "on",
+        "--timeout-graceful-shutdown", "10",
+    ],
+    "gunicorn-uvicorn": [
+        *GUNICORN, "-k", "uvicorn_worker.UvicornWorker", "--graceful-timeout", "20"
+    ],
+    "gunicorn-asgi": [*GUNICORN, "-k", "asgi", "--graceful-timeout", "20"],
+    "gunicorn-flask-asgi": [
+        *GUNICORN, "-k", "flask_asgi.gunicorn.Worker", "--graceful-timeout", "20"
+    ],
+}  # fmt: skip
+
+
 def start_server(
     app_dir: Path,
     module: str,
@@ -30,23 +56,14 @@ def start_server(
     server: str = "flask",
     log: Path | None = None,
     args: tuple[str, ...] = (),
+    workers: int = 2,
 ) -> subprocess.Popen[bytes]:
-    """``flask --app module serve [args]`` (``server="uvicorn"``: plain uvicorn, to
-    compare); ``log``: a file for the server's output (warnings and errors), else it is
-    dropped."""
-    if server == "flask":
-        command = [str(BIN / "flask"), "--app", module, "serve", "--port", str(port), *args]
-    else:
-        command = [
-            str(BIN / "uvicorn"),
-            f"{module}:asgi",
-            "--port",
-            str(port),
-            "--lifespan",
-            "on",
-            "--timeout-graceful-shutdown",
-            "10",
-        ]
+    """``flask --app module serve [args]``, or another of ``SETUPS`` (``workers``: processes,
+    for the setups that start several; ``args`` go after the setup's own); ``log``: a file
+    for the server's output (warnings and errors), else it is dropped."""
+    words = {"module": module, "port": str(port), "workers": str(workers)}
+    program, *setup = (word.format(**words) for word in SETUPS[server])
+    command = [str(BIN / program), *setup, *args]
     output = subprocess.DEVNULL if log is None else open(log, "wb")  # noqa: SIM115
     try:
         proc = subprocess.Popen(

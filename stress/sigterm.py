@@ -1,9 +1,14 @@
 """SIGTERM under load: does every request sent before the signal get its response?
 
-    python stress/sigterm.py [--rounds 10] [--clients 400] [--load 2] [--server flask|uvicorn]
+    python stress/sigterm.py [--rounds 10] [--clients 400] [--load 2] [--server SETUP]
+                             [--workers 2] [--log FILE]
 
-Each round starts ``flask --app <app> serve`` (``--server uvicorn``: plain ``uvicorn
---lifespan on``, for comparison) on 127.0.0.1 with 10 ms views (half async, half sync),
+Each round starts ``flask --app <app> serve`` (or another ``--server`` setup, from
+``common.SETUPS``: ``flask-workers`` is ``flask serve --workers N``, ``uvicorn`` plain
+``uvicorn --lifespan on``, ``gunicorn-uvicorn`` gunicorn with uvicorn-worker's class,
+``gunicorn-asgi`` gunicorn's own ``-k asgi``, ``gunicorn-flask-asgi`` flask-asgi's worker
+class; ``--workers`` processes where the setup has several) on 127.0.0.1 with 10 ms views
+(half async, half sync),
 loads it with ``--clients`` connections (three in four keep-alive, one in four a new
 connection per request, which exercises the accept queue), sends SIGTERM after ``--load``
 seconds, and counts, per round, the requests written before the signal that did not get
@@ -25,7 +30,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common import free_port, read_response, start_server
+from common import SETUPS, free_port, read_response, start_server
 
 APP = """
 import asyncio, time
@@ -106,10 +111,12 @@ async def _load(
     return result
 
 
-def run_round(app_dir: Path, server: str, clients: int, load: float) -> Round:
+def run_round(
+    app_dir: Path, server: str, clients: int, load: float, workers: int, log: Path | None
+) -> Round:
     port = free_port()
     env = {"FLASK_ASGI_SHUTDOWN_TIMEOUT": "10"}
-    proc = start_server(app_dir, "stress_app", port, env, server)
+    proc = start_server(app_dir, "stress_app", port, env, server, log, workers=workers)
     try:
         state: dict[str, float] = {}
         result = asyncio.run(_load(port, clients, load, proc, state))
@@ -127,7 +134,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--clients", type=int, default=400)
     parser.add_argument("--load", type=float, default=2.0, help="seconds of load first")
-    parser.add_argument("--server", choices=["flask", "uvicorn"], default="flask")
+    parser.add_argument("--server", choices=list(SETUPS), default="flask")
+    parser.add_argument("--workers", type=int, default=2, help="processes, where it applies")
+    parser.add_argument("--log", type=Path, help="a file for the last round's server output")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rounds = []
@@ -135,7 +144,9 @@ def main() -> int:
         app_dir = Path(tmp)
         (app_dir / "stress_app.py").write_text(APP)
         for number in range(1, args.rounds + 1):
-            result = run_round(app_dir, args.server, args.clients, args.load)
+            result = run_round(
+                app_dir, args.server, args.clients, args.load, args.workers, args.log
+            )
             rounds.append(result)
             if not args.json:
                 print(f"round {number}: {asdict(result)}", flush=True)
@@ -144,7 +155,8 @@ def main() -> int:
         print(json.dumps([asdict(r) for r in rounds]))
     else:
         print(
-            f"{args.server}: {len(rounds)} rounds, {args.clients} clients: "
+            f"{args.server} ({args.workers} workers): {len(rounds)} rounds, "
+            f"{args.clients} clients: "
             f"{sum(r.ok for r in rounds)} responses, {lost} lost "
             f"(rounds with a loss: {sum(r.lost > 0 for r in rounds)})"
         )
