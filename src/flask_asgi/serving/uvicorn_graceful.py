@@ -33,7 +33,7 @@ import functools
 import logging
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import uvicorn
@@ -81,11 +81,17 @@ class GracefulServer(uvicorn.Server):
         lifecycles: Iterable[Lifecycle] = (),
         drain_delay: float = 0.0,
         header_timeout: float = 0.0,
+        on_started: Callable[[], object] | None = None,
+        announce: bool = True,
     ) -> None:
         super().__init__(config)
         self.lifecycles = list(lifecycles)
         self.drain_delay = drain_delay
         self.header_timeout = header_timeout
+        #: Called once the startup is done (a supervisor's sign that this process serves).
+        self.on_started = on_started
+        #: Say "Uvicorn running on ..." (one of several processes leaves it to its parent).
+        self.announce = announce
         #: Requests' connections accepted from the queue at shutdown (for the figures).
         self.accepted_at_shutdown = 0
         self._without_request: dict[Any, tuple[Any, float]] = {}
@@ -128,9 +134,11 @@ class GracefulServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if sockets is not None and self.started:
+        if sockets is not None and self.started and self.announce:
             # uvicorn prints "Uvicorn running on ..." only for sockets it bound itself.
             self._log_started_message(sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for lifecycle in self.lifecycles:

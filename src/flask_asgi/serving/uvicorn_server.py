@@ -3,21 +3,28 @@
 The only server module that serves an app object in this process, which is what gives
 ``GracefulServer`` (:mod:`.uvicorn_graceful`) the app's lifecycle: a port bound before
 startup, the drain delay, the header timeout and the zero-loss shutdown. With
-``--workers`` or ``--reload`` uvicorn starts its own processes, which load the app by
-import path instead, and get uvicorn's own shutdown.
+``--workers`` each of flask-asgi's processes (:mod:`.uvicorn_workers`) loads the app by
+import path and serves it the same way, on one socket bound by the parent. With
+``--reload`` uvicorn's reloader starts a process that loads the app by import path and
+gets uvicorn's own shutdown (a development server).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
+import sys
+from multiprocessing.synchronize import Event
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
+from uvicorn.importer import import_from_string
 
 from .options import MAX_HEAD_BYTES, WEBSOCKET_QUEUE, ServeOptions, serve_options
 from .uvicorn_graceful import GracefulServer, bind
 from .uvicorn_limits import head_limited_protocol
+from .uvicorn_workers import supervise
 
 if TYPE_CHECKING:
     from ..extension import ASGI
@@ -118,10 +125,49 @@ def run_app(asgi: ASGI, options: ServeOptions) -> int:
 
 
 def run(target_factory: str, options: ServeOptions) -> int:
-    """``flask serve --workers N``/``--reload``: uvicorn's processes each call
-    ``target_factory`` (an import path) to load the app; uvicorn's own shutdown."""
-    if options.drain_delay > 0:  # GracefulServer's: uvicorn's supervisor has none
-        logger.warning("FLASK_ASGI_DRAIN_DELAY is not applied with --workers or --reload")
-    settings = _settings(options, dict(_cli_settings(options), factory=True))
-    uvicorn.run(target_factory, **settings)
-    return 0
+    """``flask serve --workers N`` (flask-asgi's processes, each a ``GracefulServer``) or
+    ``--reload`` (uvicorn's reloader and shutdown): each process calls ``target_factory``
+    (an import path) to load the app."""
+    if options.reload:
+        if options.drain_delay > 0:  # GracefulServer's: uvicorn's reloader has none
+            logger.warning("FLASK_ASGI_DRAIN_DELAY is not applied with --reload")
+        settings = _settings(options, dict(_cli_settings(options), factory=True))
+        uvicorn.run(target_factory, **settings)
+        return 0
+    # The parent's Config only sets up uvicorn's logging and binds: each process has its own.
+    config = uvicorn.Config(
+        target_factory, factory=True, **_settings(options, _cli_settings(options))
+    )
+    sock = bind(config)
+    assert sock is not None  # a host and a port: flask serve has no --uds or --fd
+    sock.listen(config.backlog)  # connections queue while the processes start
+    host = f"[{options.host}]" if ":" in options.host else options.host
+    logging.getLogger("uvicorn.error").info(
+        "Uvicorn running on http://%s:%d (Press CTRL+C to quit)", host, options.port
+    )
+    # Bounded as in one process: the drain delay, the in-flight requests, then the lifespan
+    # shutdown (the background-task drain has the same timeout), and a margin.
+    stop_timeout = options.drain_delay + 2 * options.timeout_graceful_shutdown + 5
+    return supervise(sock, serve_worker, (target_factory, options), options.workers, stop_timeout)
+
+
+def serve_worker(
+    sock: socket.socket, started: Event, target_factory: str, options: ServeOptions
+) -> None:
+    """One process of ``flask serve --workers N``: the app, loaded by import path, served on
+    ``GracefulServer`` on the parent's socket, so that this process's shutdown is the
+    one-process zero-loss one. Exits 3 if the startup failed, as uvicorn does."""
+    asgi = import_from_string(target_factory)()
+    one = dataclasses.replace(options, workers=1)
+    config = uvicorn.Config(asgi, **_settings(one, _cli_settings(one)))
+    server = GracefulServer(
+        config,
+        [asgi.lifecycle],
+        drain_delay=options.drain_delay,
+        header_timeout=options.header_timeout,
+        on_started=started.set,
+        announce=False,  # the parent said where it listens
+    )
+    server.run(sockets=[sock])
+    if not server.started:
+        sys.exit(3)
