@@ -207,7 +207,7 @@ def test_blocks_are_offline(tmp_path: Path) -> None:
 
 
 #: Modules a user may import; everything else under flask_asgi is internal.
-PUBLIC_MODULES = {"testing", "tracing", "cli", "pytest_plugin"}
+PUBLIC_MODULES = {"testing", "tracing", "cli", "pytest_plugin", "gunicorn"}
 #: Names with the prefix that are no module: the ASGI scope extension the test client uses.
 NOT_MODULES = {"environ"}
 # Not after a quote: "flask_asgi.serving" is an app.extensions key, not a module.
