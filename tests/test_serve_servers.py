@@ -142,7 +142,7 @@ def _wait_ready(proc: Any, base: str, timeout: float = 60) -> None:
     raise AssertionError(f"not ready:\n{proc.communicate()[0]}")
 
 
-@pytest.mark.parametrize("server", OTHERS)
+@pytest.mark.parametrize("server", ["uvicorn", *OTHERS])
 def test_workers_and_root_path(server: str) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -186,7 +186,9 @@ def test_loop_is_the_one_asked_for(server: str, loop: str) -> None:
 
 # hypercorn 0.18 drains on SIGTERM with one worker only: with several, its supervisor
 # terminates the remaining workers as soon as the first has exited (docs/deployment.md).
-@pytest.mark.parametrize(("server", "workers"), [("granian", "2"), ("hypercorn", "1")])
+@pytest.mark.parametrize(
+    ("server", "workers"), [("uvicorn", "2"), ("granian", "2"), ("hypercorn", "1")]
+)
 def test_sigterm_waits_for_the_request_in_flight(server: str, workers: str, tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -216,6 +218,32 @@ def test_sigterm_waits_for_the_request_in_flight(server: str, workers: str, tmp_
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+def test_uvicorn_workers_replace_a_dead_process() -> None:
+    """flask serve --workers 2: a process killed while serving is replaced, and the new one
+    serves on the same socket; SIGTERM then stops both (status 0)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = _serve("uvicorn", port, "--workers", "2")
+    try:
+        _wait_ready(proc, base)
+        victim = httpx.get(base + "/info", timeout=10).json()["pid"]
+        os.kill(victim, signal.SIGKILL)
+        seen: set[int] = set()
+        deadline = time.monotonic() + 30
+        while len(seen) < 2 and time.monotonic() < deadline:  # the survivor and the new one
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                answers = pool.map(lambda _: httpx.get(base + "/info?s=0.1", timeout=10), range(8))
+                seen |= {answer.json()["pid"] for answer in answers}
+        assert victim not in seen and len(seen) == 2, (victim, seen)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        output = proc.communicate()[0]
+    assert f"Child process [{victim}] died" in output, output
 
 
 @pytest.mark.parametrize(
@@ -256,8 +284,15 @@ def test_slow_header_client_is_dropped(
         proc.communicate(timeout=30)
 
 
-@pytest.mark.parametrize(("server", "status"), [("granian", 1), ("hypercorn", 3)])
-def test_failing_startup_exits_nonzero(server: str, status: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("server", "workers", "status"),
+    [("granian", "1", 1), ("hypercorn", "1", 3), ("uvicorn", "2", 3)],
+)
+def test_failing_startup_exits_nonzero(
+    server: str, workers: str, status: int, tmp_path: Path
+) -> None:
+    """A failing startup hook ends flask serve (uvicorn --workers 2: the supervisor stops
+    instead of restarting processes that would fail the same way)."""
     (tmp_path / "broken_app.py").write_text(
         "from flask import Flask\nimport flask_asgi\n"
         "app = Flask(__name__)\nasgi = flask_asgi.ASGI(app)\n"
@@ -265,7 +300,7 @@ def test_failing_startup_exits_nonzero(server: str, status: int, tmp_path: Path)
     )
     proc = subprocess.run(
         [str(VENV_BIN / "flask"), "--app", "broken_app", "serve", "--server", server,
-         "--port", str(free_port())],
+         "--port", str(free_port()), "--workers", workers],
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == status, proc.stdout + proc.stderr

@@ -89,6 +89,8 @@ SERVERS = [
     Server("hypercorn", _hypercorn),
     Server("hypercorn-h2", _hypercorn, http2=True),
     Server("gunicorn-uvicorn-worker", _gunicorn("uvicorn_worker.UvicornWorker")),
+    # flask-asgi's worker class: uvicorn-worker's with GracefulServer (the zero-loss shutdown).
+    Server("gunicorn-flask-asgi", _gunicorn("flask_asgi.gunicorn.Worker")),
 ]
 if _gunicorn_has_asgi_worker():
     SERVERS.append(Server("gunicorn-asgi", _gunicorn("asgi"), ws_http_response=False))
