@@ -307,6 +307,26 @@ def test_failing_startup_exits_nonzero(
     assert "startup boom" in proc.stdout + proc.stderr
 
 
+def test_gunicorn_worker_stops_gunicorn_when_startup_fails(tmp_path: Path) -> None:
+    """gunicorn -k flask_asgi.gunicorn.Worker: a failing startup hook stops gunicorn
+    (status 3, "Worker failed to boot") instead of a worker restarted again and again; a
+    --graceful-timeout shorter than the drain is warned about."""
+    (tmp_path / "broken_app.py").write_text(
+        "from flask import Flask\nimport flask_asgi\n"
+        "app = Flask(__name__)\nasgi = flask_asgi.ASGI(app)\n"
+        "@asgi.before_serving\nasync def boom():\n    raise RuntimeError('startup boom')\n"
+    )
+    proc = subprocess.run(
+        [str(VENV_BIN / "gunicorn"), "broken_app:asgi", "-k", "flask_asgi.gunicorn.Worker",
+         "-b", f"127.0.0.1:{free_port()}", "--graceful-timeout", "5"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 3, output  # gunicorn's "Worker failed to boot"
+    assert "startup boom" in output
+    assert "--graceful-timeout (5s) is shorter than" in output
+
+
 @pytest.mark.parametrize("server", OTHERS)
 def test_missing_server_names_the_extra(server: str) -> None:
     script = (

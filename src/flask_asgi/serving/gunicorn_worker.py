@@ -12,8 +12,9 @@ listening until the last worker closes it: what each worker does at that moment 
 :class:`Worker` is ``UvicornWorker`` with its server swapped for ``GracefulServer``
 (:mod:`.uvicorn_graceful`), configured from the app's settings as ``flask serve`` is:
 the drain delay, the header timeout, ``FLASK_ASGI_SHUTDOWN_TIMEOUT`` for in-flight
-requests (uvicorn-worker sets none), and ``lifespan="on"``, so that a failing startup hook
-stops the worker (gunicorn then stops, as for any worker that cannot boot). Everything
+requests (uvicorn-worker sets none), and ``lifespan="on"`` as ``flask serve`` sets it (a
+lifespan that raises, not only one that reports a failure, stops the worker; gunicorn
+then stops, as for any worker that cannot boot). Everything
 else (gunicorn's heartbeat, ``--max-requests``, ``--keep-alive``, TLS, logging) is
 uvicorn-worker's. gunicorn's ``--graceful-timeout`` must leave room for the drain.
 """
