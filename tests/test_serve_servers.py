@@ -207,6 +207,8 @@ def test_sigterm_waits_for_the_request_in_flight(server: str, workers: str, tmp_
         thread = threading.Thread(target=slow)
         thread.start()
         assert wait_for(lambda: "slow-started" in marker.read_text(), 30)  # in flight
+        # Every process up (one may still be starting when the first answers).
+        assert wait_for(lambda: marker.read_text().split().count("started") == int(workers), 30)
         proc.send_signal(signal.SIGTERM)
         thread.join(30)
         assert result.get("answer") == (200, "finished")
