@@ -142,9 +142,13 @@ async def resources() -> dict[str, Any]:
                 threads = int(line.split()[1])
     with _lock:
         counts = dict(seen)
+    # The worker pool starts its threads as the load needs them, up to FLASK_ASGI_THREADS: a
+    # baseline may have fewer than a later sample without any thread having leaked.
+    workers = sum(t.name.startswith("flask-asgi-worker") for t in threading.enumerate())
     return {
         "rss_mib": round(rss_kib / 1024, 1),
         "threads": threads,
+        "workers": workers,
         "fds": len(os.listdir("/proc/self/fd")),
         "greenlets": greenlets - idle,  # live: running requests, threads' main greenlets
         "idle_greenlets": idle,
