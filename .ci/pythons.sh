@@ -24,14 +24,14 @@ CHROOTS=${FLASK_ASGI_CHROOTS:-/var/cache/flask-asgi/chroots}
 DEADLINE=${FLASK_ASGI_PYTHONS_DEADLINE:-$(($(date +%s) + 3600))}
 # The part of the suite that runs on every version: the bridge, Flask's contexts and hooks,
 # WebSockets, lifespan, body handling and limits, metrics, bad input and Flask's own test
-# suite run through flask-asgi (conformance), the short stress runs and the packaging. The
-# server matrix and the browser-driven example run on the main Python only.
+# suite run through flask-asgi (conformance), the short soak and the packaging. The server
+# matrix, the fuzzers and the browser-driven example run on the main Python only.
 TESTS=(
     tests/test_bridges.py tests/test_flask_semantics.py tests/test_websocket.py
     tests/test_lifespan.py tests/test_conformance.py tests/test_concurrency.py
     tests/test_body.py tests/test_limits.py tests/test_metrics.py tests/test_bad_input.py
     tests/test_sse.py tests/test_streaming.py tests/test_disconnect.py tests/test_shutdown.py
-    tests/test_stress_short.py tests/test_packaging.py
+    tests/test_stress_short.py::test_soak_short tests/test_packaging.py
 )
 
 # FLASK_ASGI_PYTHONS_TESTS replaces that list (any pytest arguments), to reproduce by hand.
