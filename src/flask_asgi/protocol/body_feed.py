@@ -21,6 +21,9 @@ from .body import BodyTimeout, RequestBody
 
 Message = dict[str, Any]
 
+#: The read-ahead buffer holds at least this much.
+_MIN_READ_AHEAD = 64 * 1024
+
 
 def _size(message: Message) -> int:
     return len(message.get("body", b""))
@@ -157,3 +160,21 @@ class BodyFeed:
         """The request is over: stop receiving for it."""
         if self.task is not None and not self.task.done():
             self.task.cancel()
+
+
+async def feed_body(config: Any, body: RequestBody) -> bool:
+    """Receive a sync endpoint's body on the loop before it takes a worker thread: up to
+    ``FLASK_ASGI_BODY_PREREAD`` bytes (never past ``MAX_CONTENT_LENGTH``), the rest through a
+    read-ahead buffer. False: the body timed out before the app could run (408)."""
+    limit = int(config["FLASK_ASGI_BODY_PREREAD"])
+    max_length = config.get("MAX_CONTENT_LENGTH")
+    if max_length is not None:
+        limit = min(limit, int(max_length))
+        declared = body.content_length
+        if declared is not None and declared > max_length:
+            limit = 0  # Werkzeug answers 413 from the header alone: receive nothing first
+    messages = await preread(body, limit)
+    if messages is None:
+        return False
+    body.feed = BodyFeed(body, messages, max(limit, _MIN_READ_AHEAD), eager=limit > 0)
+    return True

@@ -25,7 +25,7 @@ from ..ground.counters import WaitingTicket, counters
 from ..ground.lifecycle import Lifecycle
 from ..ground.view_timeout import UNSET
 from .body import BodyTimeout, RequestBody
-from .body_feed import BodyFeed, preread
+from .body_feed import feed_body
 from .environ import MALFORMED, build_environ
 from .probes import HEALTH_KEY, METRICS_KEY, READY_KEY, probe_response
 from .queue_timeout import RETRY_AFTER, all_busy, within_queue_timeout
@@ -39,8 +39,6 @@ CLOSE = (b"connection", b"close")
 #: An async endpoint's declared body up to this size: its first message is taken on the
 #: loop if it has already arrived (RequestBody.prefetch).
 _PREFETCH_LIMIT = 64 * 1024
-#: The read-ahead buffer of a sync endpoint holds at least this much.
-_MIN_READ_AHEAD = 64 * 1024
 
 
 #: An exchange's headers until start_response sets them (a shared value, never appended to).
@@ -440,7 +438,7 @@ async def _run_sync(
     if 0 < max_waiting <= counters.waiting:  # refuse before receiving the body, too
         await _refuse_waiting(send)
         return None
-    if not body.complete and not await _feed_body(app, body):
+    if not body.complete and not await feed_body(app.config, body):
         await refuse(send, BodyTimeout(), [CLOSE])
         return None
     ticket = WaitingTicket(counters)
@@ -480,21 +478,3 @@ async def _refuse_timed_out(exchange: Exchange) -> None:
 async def _refuse_waiting(send: Send) -> None:
     counters.add("refused_max_waiting_total")
     await refuse(send, ServiceUnavailable(), [RETRY_AFTER])
-
-
-async def _feed_body(app: Flask, body: RequestBody) -> bool:
-    """Receive a sync endpoint's body on the loop before it takes a worker thread: up to
-    ``FLASK_ASGI_BODY_PREREAD`` bytes (never past ``MAX_CONTENT_LENGTH``), the rest through a
-    read-ahead buffer. False: the body timed out before the app could run (408)."""
-    limit = int(app.config["FLASK_ASGI_BODY_PREREAD"])
-    max_length = app.config.get("MAX_CONTENT_LENGTH")
-    if max_length is not None:
-        limit = min(limit, int(max_length))
-        declared = body.content_length
-        if declared is not None and declared > max_length:
-            limit = 0  # Werkzeug answers 413 from the header alone: receive nothing first
-    messages = await preread(body, limit)
-    if messages is None:
-        return False
-    body.feed = BodyFeed(body, messages, max(limit, _MIN_READ_AHEAD), eager=limit > 0)
-    return True
