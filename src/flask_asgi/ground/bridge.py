@@ -426,8 +426,15 @@ def _job(
         pass  # the loop is closed: no one is waiting any more
 
 
-async def run_in_worker(executor: Executor | None, fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn(*args)`` in ``executor`` with a copy of the current contextvars Context.
+async def run_in_worker(
+    executor: Executor | None,
+    fn: Callable[..., T],
+    *args: Any,
+    context: contextvars.Context | None = None,
+) -> T:
+    """Run ``fn(*args)`` in ``executor`` with a copy of the current contextvars Context
+    (or in ``context`` itself: the later jobs of one request, which must see what the
+    first one set, such as the pumps of a streamed response).
 
     The copy carries Flask's contexts into the thread and keeps whatever the thread sets
     (Flask pushes its own contexts there) from leaking into the caller or the next job.
@@ -438,7 +445,7 @@ async def run_in_worker(executor: Executor | None, fn: Callable[..., T], *args: 
     runs on and is counted in ``WorkerPool.pending`` until it ends.
     """
     loop = asyncio.get_running_loop()
-    ctx = contextvars.copy_context()
+    ctx = contextvars.copy_context() if context is None else context
     if executor is None:  # the loop's default executor, which only run_in_executor knows
         return await loop.run_in_executor(None, ctx.run, _call_in_worker, loop, fn, args)
     pool = executor if type(executor) is WorkerPool else None

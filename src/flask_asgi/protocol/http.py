@@ -4,7 +4,8 @@
 it (ProxyFix...) and Flask's whole pipeline run unchanged. For an async endpoint the call
 runs in a request greenlet on the loop; for a sync one, in a worker thread. The same
 :func:`respond` runs in both places: it buffers small known-length bodies into one
-message and streams the rest, sending through :func:`~flask_asgi.ground.bridge.await_`.
+message and streams the rest through :func:`~flask_asgi.ground.bridge.await_` (a sync
+endpoint's is handed to the loop instead: ``response_feed.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from werkzeug.exceptions import GatewayTimeout, ServiceUnavailable
 
 from ..ground.app_state import app_state
 from ..ground.asgi_types import Receive, Send
-from ..ground.bridge import Suspended, await_, enter_greenlet, run_in_worker
+from ..ground.bridge import Suspended, await_, enter_greenlet
 from ..ground.counters import WaitingTicket, counters
 from ..ground.lifecycle import Lifecycle
 from ..ground.view_timeout import UNSET
@@ -30,6 +31,7 @@ from .environ import MALFORMED, build_environ
 from .probes import HEALTH_KEY, METRICS_KEY, READY_KEY, probe_response
 from .queue_timeout import RETRY_AFTER, all_busy, within_queue_timeout
 from .refusal import refuse, refuse_malformed
+from .response_feed import ResponseFeed, hand_over, run_responding
 from .routes import RouteIndex
 from .timeouts import CONFIG_KEY as REQUEST_TIMEOUT
 from .timeouts import RequestTimer, config_seconds
@@ -63,6 +65,7 @@ class Exchange:
         "lifecycle",
         "timer",
         "cancellable",
+        "feed",
     )
 
     def __init__(
@@ -94,6 +97,7 @@ class Exchange:
         #: The loop's ``_WatchSchedule`` this request waits in for a watcher, if any (kept
         #: here so the end of the request need not look the schedule up again).
         self.watch_pending: _WatchSchedule | None = None
+        self.feed: ResponseFeed | None = None  # a sync endpoint's body, for the loop to send
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -131,10 +135,12 @@ def respond(
     environ: dict[str, Any],
     exchange: Exchange,
     buffer_limit: int,
+    handover: bool = False,
 ) -> list[dict[str, Any]] | None:
     """Run the WSGI app; return the response messages, or stream them itself and return None.
 
-    Runs in a request greenlet or a worker thread, never directly on the loop.
+    Runs in a request greenlet or a worker thread, never directly on the loop. ``handover``
+    (a worker thread): a streamed body is left in ``exchange.feed`` for the loop to send.
     """
     app_iter = wsgi_app(environ, exchange.start_response)
     try:
@@ -157,6 +163,9 @@ def respond(
                 },
                 {"type": "http.response.body", "body": body},
             ]
+        if handover:  # the loop sends, and iterates the rest in the pool when there is room
+            hand_over(exchange, app_iter, iterator, first, buffer_limit)
+            return None
         await_(_start_streaming(exchange))
         if first:
             await_(exchange.send({"type": "http.response.body", "body": first, "more_body": True}))
@@ -172,7 +181,7 @@ def respond(
         return None
     finally:
         close = getattr(app_iter, "close", None)
-        if close is not None:
+        if close is not None and exchange.feed is None:  # a feed closes it when it is sent
             close()
 
 
@@ -393,7 +402,10 @@ class HttpHandler:
 
     async def _serve_sync(self, environ: dict[str, Any], exchange: Exchange, limit: int) -> None:
         messages = await _run_sync(self.app, self.executor_of(), environ, exchange, limit)
-        if messages is not None:
+        if exchange.feed is not None:
+            await _start_streaming(exchange)
+            await exchange.feed.stream(exchange, self.executor_of())
+        elif messages is not None:
             exchange.finished = True
             await exchange.send(messages[0])
             await exchange.send(messages[1])
@@ -448,8 +460,9 @@ async def _run_sync(
             await _refuse_waiting(send)
             return None
         # A sync view cannot be cancelled; a disconnect only stops its streaming.
-        job = run_in_worker(
-            executor, _respond_counted, ticket, app.wsgi_app, environ, exchange, buffer_limit
+        job = run_responding(
+            executor, exchange, _respond_counted, ticket, app.wsgi_app, environ, exchange,
+            buffer_limit,
         )
         queue_timeout: float = app.config["FLASK_ASGI_QUEUE_TIMEOUT"]
         if not queue_timeout or not all_busy(executor):
@@ -466,7 +479,7 @@ def _respond_counted(
         return None
     if exchange.timer is not None:
         exchange.timer.start_threadsafe()  # its request timeout counts from now
-    return respond(wsgi_app, environ, exchange, limit)
+    return respond(wsgi_app, environ, exchange, limit, True)
 
 
 async def _refuse_timed_out(exchange: Exchange) -> None:

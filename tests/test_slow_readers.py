@@ -1,0 +1,170 @@
+"""Clients that request a large response and never read it hold no worker thread.
+
+A sync view's large body (``send_file``, Flask's ``/static``, a generator) is sent by the
+loop from a bounded buffer that worker threads fill only when there is room, so more
+non-reading clients than threads leave every sync view answering (issue 20). The same on
+granian and hypercorn: ``tests/test_servers.py``'s matrix.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import flask
+import httpx
+import pytest
+
+import flask_asgi
+
+#: More non-reading clients than the pool has threads (FLASK_ASGI_THREADS=40).
+READERS = 45
+FILE_SIZE = 5 * 1024 * 1024
+
+
+def open_non_readers(base_url: str, path: str, count: int, stack: ExitStack) -> list[socket.socket]:
+    """``count`` connections that ask for ``path`` and never read (a small receive buffer,
+    so the server's side fills up at once)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    sockets = []
+    for _ in range(count):
+        sock = stack.enter_context(socket.socket())
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((host, int(port)))
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        sockets.append(sock)
+    return sockets
+
+
+def assert_started(sockets: list[socket.socket]) -> None:
+    """Each non-reader's response did start (12 bytes read: the status line's start)."""
+    for sock in sockets:
+        sock.settimeout(10)
+        assert sock.recv(12, socket.MSG_WAITALL) == b"HTTP/1.1 200"
+
+
+def assert_sync_views_answer(base_url: str) -> float:
+    """A sync view and a 404 answer while the non-readers wait: the slower one's time."""
+    slowest = 0.0
+    with httpx.Client(base_url=base_url, timeout=5) as client:
+        for path, status in (("/sync", 200), ("/missing", 404)):
+            started = time.monotonic()
+            assert client.get(path).status_code == status
+            slowest = max(slowest, time.monotonic() - started)
+    return slowest
+
+
+@pytest.fixture
+def big_file_app(tmp_path: Path) -> Iterator[tuple[flask.Flask, flask_asgi.ASGI]]:
+    (tmp_path / "big.bin").write_bytes(b"x" * FILE_SIZE)
+    app = flask.Flask(__name__, static_folder=str(tmp_path), static_url_path="/static")
+    asgi = flask_asgi.ASGI(app)
+
+    @app.get("/sync")
+    def sync_view() -> dict[str, Any]:
+        return {"workers_busy": asgi.stats()["workers_busy"]}
+
+    @app.get("/generated")
+    def generated() -> flask.Response:
+        def chunks() -> Iterator[bytes]:
+            for _ in range(FILE_SIZE // 65536):
+                yield b"y" * 65536
+
+        return flask.Response(chunks())
+
+    yield app, asgi
+
+
+@pytest.mark.parametrize("path", ["/static/big.bin", "/generated"])
+def test_non_reading_clients_hold_no_worker_thread(
+    big_file_app: tuple[flask.Flask, flask_asgi.ASGI], live_server: Any, path: str
+) -> None:
+    app, asgi = big_file_app
+    base_url = live_server(asgi)
+    with ExitStack() as stack:
+        sockets = open_non_readers(base_url, path, READERS, stack)
+        time.sleep(1)  # every response has begun and filled what it may
+        assert assert_sync_views_answer(base_url) < 5
+        # The threads are back in the pool: only the probe's own one is busy.
+        deadline = time.monotonic() + 5
+        while True:
+            busy = httpx.get(base_url + "/sync", timeout=5).json()["workers_busy"]
+            if busy <= 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert busy <= 1
+        assert_started(sockets)
+
+
+def test_a_reader_that_reads_late_gets_the_whole_file(
+    big_file_app: tuple[flask.Flask, flask_asgi.ASGI], live_server: Any
+) -> None:
+    """The buffer refills as the client reads: the file arrives whole, byte for byte."""
+    app, asgi = big_file_app
+    base_url = live_server(asgi)
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        with client.stream("GET", "/static/big.bin") as response:
+            time.sleep(0.5)  # the buffer is full and no thread pumps
+            body = b"".join(response.iter_bytes())
+    assert body == b"x" * FILE_SIZE
+
+
+def _read_slowly(base_url: str, path: str, stop_after: int | None = None) -> bytes:
+    """GET ``path`` on a small receive buffer, 64 KiB every 5 ms (the response goes out in
+    many pumps); ``stop_after``: leave once this many bytes have come."""
+    host, port = base_url.removeprefix("http://").split(":")
+    data = b""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect((host, int(port)))
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        while chunk := sock.recv(65536):
+            data += chunk
+            if stop_after is not None and len(data) >= stop_after:
+                break
+            time.sleep(0.005)
+    return data
+
+
+def test_stream_with_context_across_pumps_and_one_close(live_server: Any) -> None:
+    """Every pump runs in the request's one Context: ``request`` stays there across the
+    pumps, and the close pops Flask's context where it was pushed (no ValueError from a
+    token of another Context); close() runs once, also when the client leaves mid-way."""
+    app = flask.Flask(__name__)
+    asgi = flask_asgi.ASGI(app)
+    closed: list[str] = []
+    yielded: list[int] = []
+
+    @app.get("/ctx")
+    def ctx_stream() -> flask.Response:
+        @flask.stream_with_context
+        def chunks() -> Iterator[bytes]:
+            try:
+                for n in range(int(flask.request.args.get("n", "1000000"))):
+                    yielded.append(n)
+                    yield flask.request.args["tag"].encode() * 65536
+            finally:
+                closed.append(flask.request.args["tag"])
+
+        return flask.Response(chunks())
+
+    base_url = live_server(asgi)
+    body = _read_slowly(base_url, "/ctx?tag=a&n=24")
+    assert body.endswith(b"0\r\n\r\n")  # chunked, and complete
+    assert body.count(b"a" * 1024) >= 24 * 64 - 24  # all of it (give or take chunk framing)
+    assert closed == ["a"]
+
+    yielded.clear()
+    _read_slowly(base_url, "/ctx?tag=b", stop_after=512 * 1024)  # then leaves
+    deadline = time.monotonic() + 10
+    while "b" not in closed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert closed == ["a", "b"]
+    stopped_at = len(yielded)
+    time.sleep(0.3)
+    assert len(yielded) == stopped_at  # no iteration after the close
