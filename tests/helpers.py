@@ -238,3 +238,19 @@ def body_reader(seen: list[Any]) -> Callable[[], str]:
         return str(len(data))
 
     return read
+
+
+def open_non_readers(
+    base_url: str, path: str, count: int, stack: contextlib.ExitStack
+) -> list[socket.socket]:
+    """``count`` connections that GET ``path`` and never read it (a small receive buffer,
+    so the server's side of each fills up at once); closed when ``stack`` closes."""
+    host, port = base_url.removeprefix("http://").split(":")
+    sockets = []
+    for _ in range(count):
+        sock = stack.enter_context(socket.socket())
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((host, int(port)))
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        sockets.append(sock)
+    return sockets

@@ -7,14 +7,16 @@ startup ran before the first request and shutdown ran after the last one.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import os
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, request, send_file
 
 import flask_asgi
 from flask_asgi import ServerSentEvent, websocket
@@ -94,6 +96,18 @@ def stream_sync() -> Any:
             yield f"{i:03d}|"
 
     return app.response_class(chunks(), mimetype="text/plain")
+
+
+#: 5 MB for /big-file: clients that request it and never read (tests/test_servers.py).
+_BIG_FILE = os.path.join(tempfile.gettempdir(), f"flask-asgi-matrix-{os.getpid()}.bin")
+with open(_BIG_FILE, "wb") as _file:
+    _file.write(b"x" * 5 * 1024 * 1024)
+atexit.register(os.remove, _BIG_FILE)
+
+
+@app.get("/big-file")
+def big_file() -> Any:
+    return send_file(_BIG_FILE)
 
 
 @app.get("/stream-async")

@@ -7,6 +7,7 @@ Where a server lacks a feature, the case asserts what that server documents inst
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -22,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import VENV_BIN, free_port, wait_for
+from helpers import VENV_BIN, free_port, open_non_readers, wait_for
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -115,7 +116,8 @@ class Running:
     def client(self, **options: Any) -> httpx.Client:
         if self.spec.http2:
             options.update(http1=False, http2=True)
-        return httpx.Client(base_url=self.base_url, timeout=30, **options)
+        options.setdefault("timeout", 30)
+        return httpx.Client(base_url=self.base_url, **options)
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -196,6 +198,19 @@ def test_streamed_responses(server: Running, path: str) -> None:
         assert "content-length" not in response.headers
         chunks = list(response.iter_bytes())
     assert b"".join(chunks) == "".join(f"{i:03d}|" for i in range(100)).encode()
+
+
+def test_clients_that_do_not_read_hold_no_worker_thread(server: Running) -> None:
+    """45 clients (more than the 40 worker threads) GET a 5 MB file and never read: the loop
+    holds their responses, so a sync view and a 404 still answer at once (issue 20)."""
+    with contextlib.ExitStack() as stack:
+        open_non_readers(server.base_url, "/big-file", 45, stack)
+        time.sleep(1)  # each has taken its thread and filled what it may
+        with server.client(timeout=5) as client:
+            started = time.monotonic()
+            assert client.get("/sync").status_code == 200
+            assert client.get("/missing").status_code == 404
+            assert time.monotonic() - started < 5
 
 
 def test_server_sent_events(server: Running) -> None:

@@ -18,26 +18,13 @@ from typing import Any
 import flask
 import httpx
 import pytest
+from helpers import open_non_readers
 
 import flask_asgi
 
 #: More non-reading clients than the pool has threads (FLASK_ASGI_THREADS=40).
 READERS = 45
 FILE_SIZE = 5 * 1024 * 1024
-
-
-def open_non_readers(base_url: str, path: str, count: int, stack: ExitStack) -> list[socket.socket]:
-    """``count`` connections that ask for ``path`` and never read (a small receive buffer,
-    so the server's side fills up at once)."""
-    host, port = base_url.removeprefix("http://").split(":")
-    sockets = []
-    for _ in range(count):
-        sock = stack.enter_context(socket.socket())
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect((host, int(port)))
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        sockets.append(sock)
-    return sockets
 
 
 def assert_started(sockets: list[socket.socket]) -> None:
