@@ -8,7 +8,9 @@ granian and hypercorn: ``tests/test_servers.py``'s matrix.
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -18,7 +20,7 @@ from typing import Any
 import flask
 import httpx
 import pytest
-from helpers import open_non_readers
+from helpers import http_scope, open_non_readers
 
 import flask_asgi
 
@@ -155,3 +157,47 @@ def test_stream_with_context_across_pumps_and_one_close(live_server: Any) -> Non
     stopped_at = len(yielded)
     time.sleep(0.3)
     assert len(yielded) == stopped_at  # no iteration after the close
+
+
+async def test_a_request_cancelled_while_its_view_runs_closes_the_body_once() -> None:
+    """The server cancels the request task (its shutdown) while the sync view runs: the
+    body the thread then hands over is closed, once, and never sent."""
+    app = flask.Flask(__name__)
+    asgi = flask_asgi.ASGI(app)
+    closed: list[str] = []
+    running, release = threading.Event(), threading.Event()
+
+    @app.get("/late")
+    def late() -> flask.Response:
+        @flask.stream_with_context
+        def chunks() -> Iterator[bytes]:
+            yield b"x" * 1024  # never started: the close pops the context it pushed
+
+        running.set()
+        release.wait(10)
+        response = flask.Response(chunks())
+        response.call_on_close(lambda: closed.append("closed"))
+        return response
+
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        raise AssertionError
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    task = asyncio.ensure_future(asgi(http_scope("/late"), receive, send))
+    assert await asyncio.to_thread(running.wait, 10)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    deadline = time.monotonic() + 5
+    while not closed and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    assert closed == ["closed"]
+    assert sent == []

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor
@@ -161,8 +162,29 @@ class ResponseFeed:
             if not pump.cancelled():
                 pump.exception()  # the client has gone or the stream failed: not raised twice
         close = getattr(self.app_iter, "close", None)
-        if close is not None:
-            await run_in_worker(executor, close, context=self.context)
+        if close is not None and self.context is not None:
+            await run_in_worker(executor, _run_entered, self.context, close)
+
+
+def _run_entered(context: contextvars.Context, fn: Callable[[], object]) -> None:
+    """``context.run(fn)`` once no thread is in ``context`` any more: a request task
+    cancelled while its thread was handing the body over closes it from another thread,
+    maybe before the first has left the Context (which cannot be entered twice at once)."""
+    entered = False
+
+    def call() -> None:
+        nonlocal entered
+        entered = True
+        fn()
+
+    while True:
+        try:
+            context.run(call)
+            return
+        except RuntimeError:
+            if entered:
+                raise
+            time.sleep(0.001)  # the handing thread is returning: a moment at most
 
 
 def hand_over(
