@@ -131,26 +131,25 @@ def process_threads_and_fds(pid: int) -> tuple[int, int]:
     return threads, len(os.listdir(f"/proc/{pid}/fd"))
 
 
-STRESS_DIR = Path(__file__).resolve().parent
-
-
 def tree_rss_mib(pid: int) -> float:
-    """The resident memory of process ``pid`` and all its descendants (granian's workers
-    are child processes), in MiB (Linux /proc)."""
-    total = 0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
+    """Resident memory of process ``pid`` and all its descendants (granian and hypercorn
+    serve in child processes), in MiB (Linux /proc)."""
+    total_kib = 0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
         try:
             for line in Path(f"/proc/{current}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-            for task in os.listdir(f"/proc/{current}/task"):
-                children = Path(f"/proc/{current}/task/{task}/children").read_text().split()
-                pending += [int(child) for child in children]
+                    total_kib += int(line.split()[1])
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(child) for child in (task / "children").read_text().split()]
         except (FileNotFoundError, ProcessLookupError):
-            continue  # it has just exited
-    return round(total / 1024, 1)
+            continue
+    return round(total_kib / 1024, 1)
+
+
+STRESS_DIR = Path(__file__).resolve().parent
 
 
 def resources(port: int) -> dict[str, Any]:

@@ -393,7 +393,7 @@ def test_slow_headers_are_closed_after_the_header_timeout(live_server: Any) -> N
             sock.close()
 
 
-@pytest.mark.parametrize("mode", ["bodies", "headers", "overload"])
+@pytest.mark.parametrize("mode", ["bodies", "headers", "overload", "readers"])
 def test_stress_slow_clients_short(mode: str) -> None:
     """The short version of stress/slow_clients.py (what docs/reliability.md reports, at
     a smaller scale) against a real `flask serve`."""
@@ -424,6 +424,8 @@ def test_stress_slow_clients_short(mode: str) -> None:
         assert report["server_peak_threads_fds"][0] <= 3  # no worker thread taken
     elif mode == "headers":
         assert sum(n for outcome, n in got.items() if outcome.startswith("closed")) == 60
+    elif mode == "readers":  # 60 non-readers of a 5 MB file (the script wants probes < 1 s)
+        assert got == {"HTTP/1.1 200": 60}
     else:
         assert got.get("503", 0) > 0 and got.get("200", 0) > 0
     assert report["probe_max_s"] < 3
