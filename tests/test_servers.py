@@ -200,6 +200,14 @@ def test_streamed_responses(server: Running, path: str) -> None:
     assert b"".join(chunks) == "".join(f"{i:03d}|" for i in range(100)).encode()
 
 
+def test_a_large_file(server: Running) -> None:
+    """send_file's 5 MB arrive whole (granian reads the file itself: pathsend)."""
+    with server.client() as client:
+        response = client.get("/big-file")
+    assert response.status_code == 200
+    assert response.content == b"x" * 5 * 1024 * 1024
+
+
 def test_clients_that_do_not_read_hold_no_worker_thread(server: Running) -> None:
     """45 clients (more than the 40 worker threads) GET a 5 MB file and never read: the loop
     holds their responses, so a sync view and a 404 still answer at once (issue 20)."""

@@ -201,3 +201,54 @@ async def test_a_request_cancelled_while_its_view_runs_closes_the_body_once() ->
     await asyncio.sleep(0.1)
     assert closed == ["closed"]
     assert sent == []
+
+
+async def _call(
+    asgi: flask_asgi.ASGI, path: str, extensions: dict[str, Any], range_: bytes | None = None
+) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+    scope = http_scope(path)
+    scope["extensions"] = extensions
+    if range_ is not None:
+        scope["headers"] = [*scope["headers"], (b"range", range_)]
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        raise AssertionError
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await asgi(scope, receive, send)
+    return sent
+
+
+async def test_a_whole_file_goes_out_by_pathsend_where_the_server_offers_it(
+    tmp_path: Path,
+) -> None:
+    """granian offers ``http.response.pathsend``: a whole file is sent by path, read by the
+    server. A range of it, or a server without the extension, gets body messages."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"z" * (FILE_SIZE // 4))
+    app = flask.Flask(__name__)
+    asgi = flask_asgi.ASGI(app)
+
+    @app.get("/file")
+    def file() -> flask.Response:
+        return flask.send_file(big)
+
+    pathsend = {"http.response.pathsend": {}}
+    sent = await _call(asgi, "/file", pathsend)
+    assert [message["type"] for message in sent] == [
+        "http.response.start",
+        "http.response.pathsend",
+    ]
+    assert sent[1]["path"] == str(big)
+    assert (b"content-length", str(FILE_SIZE // 4).encode()) in sent[0]["headers"]
+
+    for extensions, range_ in (({}, None), (pathsend, b"bytes=10-1000009")):
+        sent = await _call(asgi, "/file", extensions, range_)
+        assert sent[0]["status"] == (206 if range_ else 200)
+        assert {message["type"] for message in sent[1:]} == {"http.response.body"}
+        body = b"".join(message["body"] for message in sent[1:])
+        assert body == (b"z" * 1000000 if range_ else b"z" * (FILE_SIZE // 4))

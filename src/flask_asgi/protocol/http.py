@@ -164,7 +164,7 @@ def respond(
                 {"type": "http.response.body", "body": body},
             ]
         if handover:  # the loop sends, and iterates the rest in the pool when there is room
-            hand_over(exchange, app_iter, iterator, first, buffer_limit)
+            hand_over(exchange, environ, app_iter, iterator, first, buffer_limit)
             return None
         await_(_start_streaming(exchange))
         if first:

@@ -6,7 +6,9 @@ file and do not read would hold every thread for as long as they like (40 of the
 every sync view). So the thread only produces: a *pump* job iterates the response into a
 bounded buffer and returns as soon as the buffer is full, and the loop sends from it.
 When the client has read enough, the loop submits the next pump job to the pool. The
-buffer holds at most about ``FLASK_ASGI_RESPONSE_BUFFER`` bytes per response.
+buffer holds at most about ``FLASK_ASGI_RESPONSE_BUFFER`` bytes per response. A whole
+file (``send_file``, ``/static``) goes out by its path where the server offers the
+``http.response.pathsend`` extension (granian): the server reads it, not a thread.
 
 WSGI semantics are kept: every pump runs in the request's own ``contextvars.Context``
 object (a ``stream_with_context`` generator keeps Flask's contexts pushed across yields
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import threading
 import time
 from collections import deque
@@ -73,6 +76,8 @@ class ResponseFeed:
         self._pump: asyncio.Task[bool] | None = None
         self._exhausted = False
         self._claimed = False  # someone (the loop, or the thread) is to close it
+        #: A whole file the server sends itself (``http.response.pathsend``), if it may.
+        self.path: str | None = None
 
     def claim(self) -> bool:
         """True once only: the caller sends, or closes, the response."""
@@ -118,6 +123,10 @@ class ResponseFeed:
         low = self._capacity // 2
         send = exchange.send
         try:
+            if self.path is not None:
+                exchange.finished = True
+                await send({"type": "http.response.pathsend", "path": self.path})
+                return
             while not exchange.disconnected:
                 pump = self._pump
                 if pump is not None and pump.done():  # before taking: its chunks are in
@@ -189,6 +198,7 @@ def _run_entered(context: contextvars.Context, fn: Callable[[], object]) -> None
 
 def hand_over(
     exchange: Any,
+    environ: dict[str, Any],
     app_iter: Iterable[bytes],
     iterator: Iterator[bytes],
     first: bytes | None,
@@ -197,7 +207,12 @@ def hand_over(
     """In the worker thread, the headers known: leave the body in ``exchange.feed`` for the
     loop. If the request task was cancelled meanwhile, nobody will send it: the caller
     closes it (``exchange.feed`` is None again)."""
-    feed = exchange.feed = ResponseFeed(app_iter, iterator, first, capacity)
+    feed = ResponseFeed(app_iter, iterator, first, capacity)
+    if first is None and type(app_iter) is FileWrapper:
+        extensions = environ["asgi.scope"].get("extensions") or {}
+        if "http.response.pathsend" in extensions:  # granian: it reads the file itself
+            feed.path = _whole_file(app_iter.file, exchange.headers)
+    exchange.feed = feed
     if exchange.disconnected and feed.claim():
         exchange.feed = None
 
@@ -219,3 +234,21 @@ async def run_responding(executor: Executor, exchange: Any, fn: Callable[..., T]
     if exchange.feed is not None:
         exchange.feed.context = context
     return outcome
+
+
+def _whole_file(file: Any, headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The absolute path of ``file`` if the response is all of it from its start and that
+    path still names the file that was opened (else the server could send another one)."""
+    name = getattr(file, "name", None)
+    if not isinstance(name, str) or not os.path.isabs(name):
+        return None
+    try:
+        opened, named = os.fstat(file.fileno()), os.stat(name)
+        if file.tell() != 0:
+            return None
+    except (OSError, ValueError, AttributeError):  # not a real file (BytesIO), gone
+        return None
+    if (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino):
+        return None
+    length = next((value for key, value in headers if key == b"content-length"), None)
+    return name if length is not None and int(length) == opened.st_size else None
