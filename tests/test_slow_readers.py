@@ -252,3 +252,23 @@ async def test_a_whole_file_goes_out_by_pathsend_where_the_server_offers_it(
         assert {message["type"] for message in sent[1:]} == {"http.response.body"}
         body = b"".join(message["body"] for message in sent[1:])
         assert body == (b"z" * 1000000 if range_ else b"z" * (FILE_SIZE // 4))
+
+
+async def test_a_stream_that_fails_is_closed_once_and_its_error_raised() -> None:
+    app = flask.Flask(__name__)
+    asgi = flask_asgi.ASGI(app)
+    closed: list[str] = []
+
+    @app.get("/fails")
+    def fails() -> flask.Response:
+        def chunks() -> Iterator[bytes]:
+            yield b"first;"
+            raise RuntimeError("mid-stream failure")
+
+        response = flask.Response(chunks())
+        response.call_on_close(lambda: closed.append("closed"))
+        return response
+
+    with pytest.raises(RuntimeError, match="mid-stream failure"):
+        await _call(asgi, "/fails", {})
+    assert closed == ["closed"]
