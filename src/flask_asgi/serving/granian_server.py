@@ -31,6 +31,23 @@ def header_read_timeout_ms(seconds: float) -> int:
     return max(1, min(MAX_HEADER_READ_TIMEOUT_MS, round(seconds * 1000)))
 
 
+#: Requests granian lets in beyond what flask-asgi itself admits: probes, the 503s
+#: flask-asgi answers past its caps, and async requests (which have no cap of their own).
+BACKPRESSURE_HEADROOM = 8192
+
+
+def backpressure(options: ServeOptions) -> int:
+    """granian's cap on requests in flight per worker, above flask-asgi's own limits.
+    granian's default (its backlog, 1,024) leaves every request past it, probes included,
+    unanswered until one ends; above the app's limits, flask-asgi decides what is refused
+    (503 past FLASK_ASGI_MAX_REQUESTS or FLASK_ASGI_MAX_WAITING) and probes still get in."""
+    if options.max_requests > 0:
+        admitted = options.max_requests
+    else:
+        admitted = options.threads + options.max_waiting
+    return admitted + BACKPRESSURE_HEADROOM
+
+
 def granian_server(factory: str, options: ServeOptions) -> Any:
     """A ``granian.Granian`` server for ``options`` that loads the app with ``factory``."""
     try:
@@ -48,6 +65,7 @@ def granian_server(factory: str, options: ServeOptions) -> Any:
         interface=Interfaces.ASGI,  # with the lifespan protocol (ASGINL has none)
         loop=Loops(options.loop),
         workers=options.workers,
+        backpressure=backpressure(options),
         reload=options.reload,
         log_level=LogLevels(_LOG_LEVELS.get(options.log_level, options.log_level)),
         log_access=True,  # as uvicorn does by default

@@ -20,6 +20,13 @@ _APP_SETTINGS = {
     "drain_delay": ("FLASK_ASGI_DRAIN_DELAY", float),
     "websocket_max_message": ("FLASK_ASGI_WEBSOCKET_MAX_MESSAGE", int),
 }
+#: The app's request limits, whole numbers: a server with a concurrency cap of its own
+#: (granian's backpressure) sets it above them, so flask-asgi decides what is refused.
+_APP_LIMITS = {
+    "max_requests": "FLASK_ASGI_MAX_REQUESTS",
+    "max_waiting": "FLASK_ASGI_MAX_WAITING",
+    "threads": "FLASK_ASGI_THREADS",
+}
 
 #: The largest request head (request line and headers) every server takes, in bytes;
 #: larger: 431 (or the server's 400) and the connection closed, before the head is all
@@ -54,6 +61,12 @@ class ServeOptions:
     #: The largest WebSocket message, in bytes (FLASK_ASGI_WEBSOCKET_MAX_MESSAGE; 0: the
     #: server's own limit): the server closes with 1009 before buffering a larger one.
     websocket_max_message: int = 1024 * 1024
+    #: HTTP requests in flight at once (FLASK_ASGI_MAX_REQUESTS; 0: no cap).
+    max_requests: int = 0
+    #: Sync requests that may wait for a worker thread (FLASK_ASGI_MAX_WAITING; 0: no cap).
+    max_waiting: int = 2048
+    #: Worker threads for sync views (FLASK_ASGI_THREADS).
+    threads: int = 256
 
     @property
     def one_process(self) -> bool:
@@ -67,6 +80,8 @@ def serve_options(config: Mapping[str, Any], host: str, port: int, **chosen: Any
     for field, (key, kind) in _APP_SETTINGS.items():
         if chosen.get(field) is None:
             chosen[field] = kind(config[key])
+    for field, key in _APP_LIMITS.items():
+        chosen.setdefault(field, int(config[key]))
     return ServeOptions(host, port, **chosen)
 
 
