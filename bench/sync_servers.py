@@ -1,0 +1,279 @@
+"""An unchanged sync Flask app on the servers it runs on today, and on flask-asgi:
+``python bench/sync_servers.py``.
+
+Issue 20 ("sync Flask apps: never worse than on their current server"). The same app,
+apps/flask_sync_app.py (plain ``def`` views: ``/hello``, ``POST /echo`` of a 1 KB JSON
+body, ``/sleep``: ``time.sleep(0.05)``, standing for a database or HTTP wait), served by
+
+* gunicorn ``-k gthread --threads 32`` (1 worker),
+* gunicorn ``-k gevent`` (1 worker; gunicorn's gevent worker monkey-patches the process
+  before it loads the app, so ``time.sleep`` yields, as gevent users run it),
+* granian ``--interface wsgi`` (1 worker, granian's defaults otherwise),
+* flask-asgi: ``flask --app flask_sync_app serve --server uvicorn`` and ``--server granian``
+  (the views run in flask-asgi's worker-thread pool, FLASK_ASGI_THREADS),
+* the inline ceiling (hello and echo only): NOT a runtime, the same views called inline on
+  uvicorn's loop (apps/inline_flask_app.py), the most an adapter can reach on uvicorn.
+
+Workloads: hello and echo at c=64, and 1,000 concurrent clients on the 50 ms view. Each
+server is one process on CPU 0, wrk (``--timeout 10s``) on CPU 1. Passes interleave the
+candidates (the order rotates); the best pass of each cell is kept (other processes only
+ever slow a pass down), and the non-2xx responses and socket errors of every pass are
+counted. Default: 4 s after 1 s of warm-up, 2 passes, about 5 minutes. Writes
+bench/results/sync_servers.md, .json and .png (``--out``; the plot needs matplotlib).
+
+Run it with the project's venv and gunicorn, gevent and granian installed
+(``.venv/bin/pip install gunicorn gevent granian matplotlib``) and wrk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from servers import (
+    APPS,
+    BENCH,
+    BIN,
+    HOST,
+    SERVER_CPU,
+    Workload,
+    peak_rss_kib,
+    stop,
+    wait_ready,
+    wrk,
+)
+
+APP = "flask_sync_app:app"
+
+WORKLOADS = [
+    Workload("hello", "/hello", 64),
+    Workload("echo", "/echo", 64, "echo.lua"),
+    Workload("sleep-1000", "/sleep", 1000),
+]
+#: The ceiling serves only the views that need no waiting.
+CEILING_WORKLOADS = {"hello", "echo"}
+
+
+def _gunicorn(worker: str, port: int, *extra: str) -> list[str]:
+    return [
+        str(BIN / "gunicorn"), APP, "--chdir", str(APPS), "-k", worker, "-w", "1",
+        "--bind", f"{HOST}:{port}", "--backlog", "2048", "--log-level", "warning", *extra,
+    ]  # fmt: skip
+
+
+def _flask_serve(server: str, port: int) -> list[str]:
+    return [
+        str(BIN / "flask"), "--app", "flask_sync_app", "serve", "--server", server,
+        "--host", HOST, "--port", str(port), "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def _granian_wsgi(port: int) -> list[str]:
+    return [
+        str(BIN / "granian"), "--interface", "wsgi", "--working-dir", str(APPS),
+        "--host", HOST, "--port", str(port), "--log-level", "warning", APP,
+    ]  # fmt: skip
+
+
+def _inline_ceiling(port: int) -> list[str]:
+    return [
+        str(BIN / "uvicorn"), "inline_flask_app:asgi", "--app-dir", str(APPS),
+        "--host", HOST, "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+        "--lifespan", "on", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+#: name -> port -> command. The peers first, then flask-asgi, then the ceiling.
+CANDIDATES: dict[str, Any] = {
+    "gunicorn gthread": lambda port: _gunicorn("gthread", port, "--threads", "32"),
+    # worker-connections: gevent's default of 1000 is under 1,000 clients + the probe.
+    "gunicorn gevent": lambda port: _gunicorn("gevent", port, "--worker-connections", "4000"),
+    "granian WSGI": _granian_wsgi,
+    "flask-asgi (uvicorn)": lambda port: _flask_serve("uvicorn", port),
+    "flask-asgi (granian)": lambda port: _flask_serve("granian", port),
+    "inline ceiling": _inline_ceiling,
+}
+FLASK_ASGI = ["flask-asgi (uvicorn)", "flask-asgi (granian)"]
+PEERS = ["gunicorn gthread", "gunicorn gevent", "granian WSGI"]
+
+
+def measure(name: str, workload: Workload, args: argparse.Namespace, port: int) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=str(APPS), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        ["taskset", "-c", SERVER_CPU, *CANDIDATES[name](port)],
+        cwd=APPS, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_ready(port, proc)
+        if args.warmup:
+            wrk(port, workload, args.warmup)
+        summary = wrk(port, workload, args.duration)
+        rss = peak_rss_kib(proc.pid)
+    finally:
+        stop(proc)
+    errors = summary["errors"]
+    return {
+        "rps": summary["requests"] / (summary["duration_us"] / 1e6),
+        "p50_ms": summary["latency_us"]["p50"] / 1000,
+        "p99_ms": summary["latency_us"]["p99"] / 1000,
+        "non_2xx": errors["status"],
+        "socket_errors": errors["connect"] + errors["read"] + errors["write"] + errors["timeout"],
+        "peak_rss_mib": rss / 1024,
+    }
+
+
+def run(args: argparse.Namespace, names: list[str], loads: list[Workload]) -> dict[str, Any]:
+    """{name: {workload: best cell, with every pass's errors summed and its req/s listed}}"""
+    results: dict[str, dict[str, Any]] = {}
+    port = 9500
+    for pass_no in range(args.passes):
+        for workload in loads:
+            cands = [n for n in names if n != "inline ceiling" or workload.key in CEILING_WORKLOADS]
+            shift = pass_no % len(cands)
+            for name in cands[shift:] + cands[:shift]:
+                port += 1
+                cell = measure(name, workload, args, port)
+                kept = results.setdefault(name, {}).get(workload.key)
+                if kept is None:
+                    kept = results[name][workload.key] = dict(cell, passes=[], all_non_2xx=0,
+                                                              all_socket_errors=0)  # fmt: skip
+                elif cell["rps"] > kept["rps"]:
+                    kept.update(cell)
+                kept["passes"].append(round(cell["rps"]))
+                kept["all_non_2xx"] += cell["non_2xx"]
+                kept["all_socket_errors"] += cell["socket_errors"]
+                print(f"{workload.key:<11} {name:<22} {cell['rps']:>8,.0f} req/s"
+                      f"  p99 {cell['p99_ms']:>8,.1f} ms  non-2xx {cell['non_2xx']}"
+                      f"  socket errors {cell['socket_errors']}", flush=True)  # fmt: skip
+    return results
+
+
+def cell_text(cell: dict[str, Any] | None) -> str:
+    if cell is None:
+        return "–"
+    text = f"{cell['rps']:,.0f}; p99 {cell['p99_ms']:,.0f} ms; {cell['all_non_2xx']} non-2xx"
+    if cell["all_socket_errors"]:
+        text += f", {cell['all_socket_errors']} socket errors"
+    return text
+
+
+def tables(results: dict[str, Any], names: list[str], loads: list[Workload]) -> str:
+    label = {w.key: f"{w.key} (c={w.connections})" for w in loads}
+    lines = ["| workload | " + " | ".join(names) + " |", "|---|" + "--:|" * len(names)]
+    for w in loads:
+        cells = [cell_text(results.get(n, {}).get(w.key)) for n in names]
+        lines.append(f"| {label[w.key]} | " + " | ".join(cells) + " |")
+    mine = [n for n in FLASK_ASGI if n in names]
+    others = [n for n in names if n not in FLASK_ASGI]
+    if mine and others:
+        lines += ["", "Ratios, flask-asgi's req/s over the peer's (same run, best pass each):", ""]
+        lines += ["| workload | " + " | ".join(f"{m} ×" for m in mine) + " |"]
+        lines += ["|---|" + "---|" * len(mine)]
+        for w in loads:
+            row = []
+            for m in mine:
+                own = results.get(m, {}).get(w.key)
+                parts = []
+                for peer in others:
+                    theirs = results.get(peer, {}).get(w.key)
+                    if own and theirs:
+                        parts.append(f"{peer} {own['rps'] / theirs['rps']:.2f}")
+                row.append(", ".join(parts) or "–")
+            lines.append(f"| {label[w.key]} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], names: list[str], loads: list[Workload], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(loads), figsize=(4.2 * len(loads), 4.2), squeeze=False)
+    colours = {n: f"C{i}" for i, n in enumerate(CANDIDATES)}
+    for ax, w in zip(axes[0], loads, strict=True):
+        shown = [n for n in names if w.key in results.get(n, {})]
+        values = [results[n][w.key]["rps"] for n in shown]
+        bars = ax.bar(range(len(shown)), values, color=[colours[n] for n in shown])
+        for bar, n in zip(bars, shown, strict=True):
+            cell = results[n][w.key]
+            note = f"p99 {cell['p99_ms']:,.0f} ms"
+            if cell["all_non_2xx"] or cell["all_socket_errors"]:
+                note += f"\n{cell['all_non_2xx'] + cell['all_socket_errors']} err"
+            ax.annotate(note, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=7)  # fmt: skip
+        ax.set_xticks(range(len(shown)), shown, rotation=35, ha="right", fontsize=8)
+        ax.set_title(f"{w.key} (c={w.connections})", fontsize=10)
+        ax.set_ylabel("requests/s")
+        ax.margins(y=0.15)
+    fig.suptitle("The same sync Flask app per server (one process, one core)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def command_text(name: str) -> str:
+    binary, *rest = CANDIDATES[name](0)
+    return " ".join([Path(binary).name, *rest]).replace(str(APPS), "bench/apps")
+
+
+def versions() -> str:
+    found = []
+    for package in ("flask", "gunicorn", "gevent", "granian", "uvicorn"):
+        try:
+            found.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            pass
+    return ", ".join(found)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--passes", type=int, default=2)
+    parser.add_argument("--only", default="", help="comma-separated workloads and candidates")
+    parser.add_argument("--out", type=Path, default=BENCH / "results")
+    parser.add_argument("--label", default="sync_servers")
+    parser.add_argument("--no-plot", action="store_true")
+    args = parser.parse_args()
+    only = set(filter(None, args.only.split(",")))
+    names = [n for n in CANDIDATES if not only & set(CANDIDATES) or n in only]
+    loads = [w for w in WORKLOADS if not only & {w.key for w in WORKLOADS} or w.key in only]
+    started = time.monotonic()
+    results = run(args, names, loads)
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=BENCH
+    ).stdout.strip()
+    text = (
+        f"# The same sync Flask app per server ({args.label})\n\n"
+        f"{when}, code {commit or '?'}, {platform.processor() or 'cpu'}, Python"
+        f" {platform.python_version()}, {os.cpu_count()} cores; {versions()}. Each server is"
+        f" one process on CPU 0, wrk (-t1, --timeout 10s) on CPU 1; {args.duration} s after"
+        f" {args.warmup} s of warm-up, best of {args.passes} interleaved passes (non-2xx and"
+        f" socket errors: all passes); {time.monotonic() - started:.0f} s in all. App:"
+        " bench/apps/flask_sync_app.py, unchanged on every server. inline ceiling is a"
+        " ceiling, not a runtime (bench/apps/inline_flask_app.py).\n\n"
+        + tables(results, names, loads)
+        + "\n\nCommands (port elided): "
+        + "; ".join(f"{n}: `{command_text(n)}`" for n in names)
+        + ".\n"
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.label}.md").write_text(text)
+    (args.out / f"{args.label}.json").write_text(json.dumps(results, indent=2) + "\n")
+    if not args.no_plot:
+        plot(results, names, loads, args.out / f"{args.label}.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
