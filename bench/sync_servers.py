@@ -18,7 +18,8 @@ Workloads: hello and echo at c=64, and 1,000 concurrent clients on the 50 ms vie
 server is one process on CPU 0, wrk (``--timeout 10s``) on CPU 1. Passes interleave the
 candidates (the order rotates); the best pass of each cell is kept (other processes only
 ever slow a pass down), and the non-2xx responses and socket errors of every pass are
-counted. Default: 4 s after 1 s of warm-up, 2 passes, about 5 minutes. Writes
+counted. A cell is measured again when other processes used its core (this host is shared).
+Default: 4 s after 1 s of warm-up, 2 passes, about 5 minutes on a quiet host. Writes
 bench/results/sync_servers.md, .json and .png (``--out``; the plot needs matplotlib).
 
 Run it with the project's venv and gunicorn, gevent and granian installed
@@ -37,6 +38,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from run import cpu_busy, cpu_ticks, process_tree
 from servers import (
     APPS,
     BENCH,
@@ -104,7 +106,49 @@ FLASK_ASGI = ["flask-asgi (uvicorn)", "flask-asgi (granian)"]
 PEERS = ["gunicorn gthread", "gunicorn gevent", "granian WSGI"]
 
 
+#: A measurement is taken again (up to --retries times) when other processes used more
+#: than this share of the server's core during it (this host is shared).
+DISTURBED_PERCENT = 15.0
+
+
+def server_ticks(root: int) -> int:
+    return sum(cpu_ticks(pid) or 0 for pid in process_tree(root))
+
+
+def wait_quiet(deadline: float, busy_percent: float = 20.0, most: float = 20.0) -> None:
+    """Wait (at most ``most`` seconds, never past ``deadline``) until the server's core is
+    under ``busy_percent`` busy over half a second: other people's jobs come and go."""
+    until = min(deadline, time.monotonic() + most)
+    while time.monotonic() < until:
+        before = cpu_busy()[SERVER_CPU]
+        time.sleep(0.5)
+        after = cpu_busy()[SERVER_CPU]
+        if 100 * (after[0] - before[0]) / max(1, after[1] - before[1]) < busy_percent:
+            return
+
+
 def measure(name: str, workload: Workload, args: argparse.Namespace, port: int) -> dict[str, Any]:
+    """One cell, measured again while others used the server's core (the least disturbed
+    attempt is kept). Until the run's --budget is spent, each attempt first waits a little
+    for the server's core to be quiet."""
+    kept: dict[str, Any] | None = None
+    for _ in range(1 + args.retries):
+        wait_quiet(args.deadline)
+        cell = measure_once(name, workload, args, port)
+        port += 1000
+        if kept is None or cell["foreign_percent"] < kept["foreign_percent"]:
+            kept = cell
+        if cell["foreign_percent"] <= DISTURBED_PERCENT or time.monotonic() > args.deadline:
+            break
+        print(f"  [{name} {workload.key}: {cell['foreign_percent']:.0f} % of the server core"
+              " used by others; measuring again]", flush=True)  # fmt: skip
+    assert kept is not None
+    return kept
+
+
+def measure_once(
+    name: str, workload: Workload, args: argparse.Namespace, port: int
+) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(APPS), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         ["taskset", "-c", SERVER_CPU, *CANDIDATES[name](port)],
@@ -115,12 +159,17 @@ def measure(name: str, workload: Workload, args: argparse.Namespace, port: int) 
         wait_ready(port, proc)
         if args.warmup:
             wrk(port, workload, args.warmup)
+        ticks, core = server_ticks(proc.pid), cpu_busy()[SERVER_CPU]
         summary = wrk(port, workload, args.duration)
+        ticks, after = server_ticks(proc.pid) - ticks, cpu_busy()[SERVER_CPU]
         rss = peak_rss_kib(proc.pid)
     finally:
         stop(proc)
     errors = summary["errors"]
+    total = max(1, after[1] - core[1])  # jiffies of the core, busy or not
     return {
+        "server_cpu_percent": 100 * ticks / total,
+        "foreign_percent": max(0.0, 100 * (after[0] - core[0] - ticks) / total),
         "rps": summary["requests"] / (summary["duration_us"] / 1e6),
         "p50_ms": summary["latency_us"]["p50"] / 1000,
         "p99_ms": summary["latency_us"]["p99"] / 1000,
@@ -148,11 +197,14 @@ def run(args: argparse.Namespace, names: list[str], loads: list[Workload]) -> di
                 elif cell["rps"] > kept["rps"]:
                     kept.update(cell)
                 kept["passes"].append(round(cell["rps"]))
+                kept.setdefault("foreign_by_pass", []).append(round(cell["foreign_percent"]))
                 kept["all_non_2xx"] += cell["non_2xx"]
                 kept["all_socket_errors"] += cell["socket_errors"]
                 print(f"{workload.key:<11} {name:<22} {cell['rps']:>8,.0f} req/s"
                       f"  p99 {cell['p99_ms']:>8,.1f} ms  non-2xx {cell['non_2xx']}"
-                      f"  socket errors {cell['socket_errors']}", flush=True)  # fmt: skip
+                      f"  socket errors {cell['socket_errors']}"
+                      f"  cpu {cell['server_cpu_percent']:.0f} %"
+                      f"  others {cell['foreign_percent']:.0f} %", flush=True)  # fmt: skip
     return results
 
 
@@ -162,6 +214,8 @@ def cell_text(cell: dict[str, Any] | None) -> str:
     text = f"{cell['rps']:,.0f}; p99 {cell['p99_ms']:,.0f} ms; {cell['all_non_2xx']} non-2xx"
     if cell["all_socket_errors"]:
         text += f", {cell['all_socket_errors']} socket errors"
+    if cell["foreign_percent"] > DISTURBED_PERCENT:
+        text += f" (others used {cell['foreign_percent']:.0f} % of the core)"
     return text
 
 
@@ -239,6 +293,10 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--passes", type=int, default=2)
+    parser.add_argument("--retries", type=int, default=2, help="per disturbed cell")
+    parser.add_argument(
+        "--budget", type=int, default=600, help="seconds after which nothing waits or retries"
+    )
     parser.add_argument("--only", default="", help="comma-separated workloads and candidates")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     parser.add_argument("--label", default="sync_servers")
@@ -248,6 +306,7 @@ def main() -> None:
     names = [n for n in CANDIDATES if not only & set(CANDIDATES) or n in only]
     loads = [w for w in WORKLOADS if not only & {w.key for w in WORKLOADS} or w.key in only]
     started = time.monotonic()
+    args.deadline = started + args.budget
     results = run(args, names, loads)
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     commit = subprocess.run(
@@ -259,7 +318,10 @@ def main() -> None:
         f" {platform.python_version()}, {os.cpu_count()} cores; {versions()}. Each server is"
         f" one process on CPU 0, wrk (-t1, --timeout 10s) on CPU 1; {args.duration} s after"
         f" {args.warmup} s of warm-up, best of {args.passes} interleaved passes (non-2xx and"
-        f" socket errors: all passes); {time.monotonic() - started:.0f} s in all. App:"
+        f" socket errors: all passes); a cell is measured again (up to {args.retries} times)"
+        f" while other processes use over {DISTURBED_PERCENT:.0f} % of the server's core"
+        f" (after a wait of up to 20 s for a quiet core; {args.budget} s budget);"
+        f" {time.monotonic() - started:.0f} s in all. App:"
         " bench/apps/flask_sync_app.py, unchanged on every server. inline ceiling is a"
         " ceiling, not a runtime (bench/apps/inline_flask_app.py).\n\n"
         + tables(results, names, loads)
