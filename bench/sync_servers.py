@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -197,6 +198,7 @@ def run(args: argparse.Namespace, names: list[str], loads: list[Workload]) -> di
                 elif cell["rps"] > kept["rps"]:
                     kept.update(cell)
                 kept["passes"].append(round(cell["rps"]))
+                kept.setdefault("per_cpu_s", []).append(round(per_cpu_second(cell)))
                 kept.setdefault("foreign_by_pass", []).append(round(cell["foreign_percent"]))
                 kept["all_non_2xx"] += cell["non_2xx"]
                 kept["all_socket_errors"] += cell["socket_errors"]
@@ -208,10 +210,25 @@ def run(args: argparse.Namespace, names: list[str], loads: list[Workload]) -> di
     return results
 
 
+def per_cpu_second(cell: dict[str, Any]) -> float:
+    """Requests per second of the server's own CPU time: what a request costs, which other
+    processes on a shared core disturb far less than req/s (for a server that is
+    CPU-bound; under 100 % CPU it is the efficiency, not the capacity)."""
+    return float(cell["rps"] / max(cell["server_cpu_percent"], 1.0) * 100)
+
+
+def cpu_rate(cell: dict[str, Any]) -> float:
+    """The median over the passes of requests per server CPU-second."""
+    return float(statistics.median(cell.get("per_cpu_s") or [per_cpu_second(cell)]))
+
+
 def cell_text(cell: dict[str, Any] | None) -> str:
     if cell is None:
         return "–"
-    text = f"{cell['rps']:,.0f}; p99 {cell['p99_ms']:,.0f} ms; {cell['all_non_2xx']} non-2xx"
+    text = (
+        f"{cell['rps']:,.0f}; p99 {cell['p99_ms']:,.0f} ms; {cell['all_non_2xx']} non-2xx;"
+        f" {cpu_rate(cell):,.0f}/CPU-s"
+    )
     if cell["all_socket_errors"]:
         text += f", {cell['all_socket_errors']} socket errors"
     if cell["foreign_percent"] > DISTURBED_PERCENT:
@@ -228,7 +245,12 @@ def tables(results: dict[str, Any], names: list[str], loads: list[Workload]) -> 
     mine = [n for n in FLASK_ASGI if n in names]
     others = [n for n in names if n not in FLASK_ASGI]
     if mine and others:
-        lines += ["", "Ratios, flask-asgi's req/s over the peer's (same run, best pass each):", ""]
+        lines += [
+            "",
+            "Ratios, flask-asgi's over the peer's (same run): req/s (best pass each), and in"
+            " brackets requests per server CPU-second (median of the passes):",
+            "",
+        ]
         lines += ["| workload | " + " | ".join(f"{m} ×" for m in mine) + " |"]
         lines += ["|---|" + "---|" * len(mine)]
         for w in loads:
@@ -239,7 +261,10 @@ def tables(results: dict[str, Any], names: list[str], loads: list[Workload]) -> 
                 for peer in others:
                     theirs = results.get(peer, {}).get(w.key)
                     if own and theirs:
-                        parts.append(f"{peer} {own['rps'] / theirs['rps']:.2f}")
+                        parts.append(
+                            f"{peer} {own['rps'] / theirs['rps']:.2f}"
+                            f" ({cpu_rate(own) / cpu_rate(theirs):.2f})"
+                        )
                 row.append(", ".join(parts) or "–")
             lines.append(f"| {label[w.key]} | " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -301,29 +326,41 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     parser.add_argument("--label", default="sync_servers")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument(
+        "--from-json", type=Path, help="write the table and plot of a saved run's .json again"
+    )
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
     names = [n for n in CANDIDATES if not only & set(CANDIDATES) or n in only]
     loads = [w for w in WORKLOADS if not only & {w.key for w in WORKLOADS} or w.key in only]
-    started = time.monotonic()
-    args.deadline = started + args.budget
-    results = run(args, names, loads)
-    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=BENCH
-    ).stdout.strip()
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        header = saved.pop("_header", f"Re-rendered from {args.from_json.name}.")
+        results = saved
+        names = [n for n in names if n in results]
+    else:
+        started = time.monotonic()
+        args.deadline = started + args.budget
+        results = run(args, names, loads)
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=BENCH
+        ).stdout.strip()
+        header = (
+            f"{when}, code {commit or '?'}, {platform.processor() or 'cpu'}, Python"
+            f" {platform.python_version()}, {os.cpu_count()} cores; {versions()}. Each server"
+            f" is one process on CPU 0, wrk (-t1, --timeout 10s) on CPU 1; {args.duration} s"
+            f" after {args.warmup} s of warm-up, best of {args.passes} interleaved passes"
+            " (non-2xx and socket errors: all passes); a cell is measured again (up to"
+            f" {args.retries} times) while other processes use over {DISTURBED_PERCENT:.0f} %"
+            f" of the server's core (after a wait of up to 20 s for a quiet core;"
+            f" {args.budget} s budget); {time.monotonic() - started:.0f} s in all."
+        )
     text = (
-        f"# The same sync Flask app per server ({args.label})\n\n"
-        f"{when}, code {commit or '?'}, {platform.processor() or 'cpu'}, Python"
-        f" {platform.python_version()}, {os.cpu_count()} cores; {versions()}. Each server is"
-        f" one process on CPU 0, wrk (-t1, --timeout 10s) on CPU 1; {args.duration} s after"
-        f" {args.warmup} s of warm-up, best of {args.passes} interleaved passes (non-2xx and"
-        f" socket errors: all passes); a cell is measured again (up to {args.retries} times)"
-        f" while other processes use over {DISTURBED_PERCENT:.0f} % of the server's core"
-        f" (after a wait of up to 20 s for a quiet core; {args.budget} s budget);"
-        f" {time.monotonic() - started:.0f} s in all. App:"
+        f"# The same sync Flask app per server ({args.label})\n\n{header} App:"
         " bench/apps/flask_sync_app.py, unchanged on every server. inline ceiling is a"
-        " ceiling, not a runtime (bench/apps/inline_flask_app.py).\n\n"
+        " ceiling, not a runtime (bench/apps/inline_flask_app.py). /CPU-s: requests per"
+        " second of the server's own CPU time, the median of the passes.\n\n"
         + tables(results, names, loads)
         + "\n\nCommands (port elided): "
         + "; ".join(f"{n}: `{command_text(n)}`" for n in names)
@@ -331,7 +368,8 @@ def main() -> None:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.label}.md").write_text(text)
-    (args.out / f"{args.label}.json").write_text(json.dumps(results, indent=2) + "\n")
+    saving = dict(results, _header=header)
+    (args.out / f"{args.label}.json").write_text(json.dumps(saving, indent=2) + "\n")
     if not args.no_plot:
         plot(results, names, loads, args.out / f"{args.label}.png")
     print(text)
