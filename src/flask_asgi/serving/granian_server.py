@@ -68,7 +68,9 @@ def granian_server(factory: str, options: ServeOptions) -> Any:
         backpressure=backpressure(options),
         reload=options.reload,
         log_level=LogLevels(_LOG_LEVELS.get(options.log_level, options.log_level)),
-        log_access=True,  # as uvicorn does by default
+        # Access lines are info: on at info and below, as uvicorn's (granian's access
+        # logger is at INFO whatever log_level says).
+        log_access=options.log_level in ("trace", "debug", "info"),
         # No url_path_prefix: --root-path is applied by the app, as under uvicorn (cli.py).
         # granian's graceful stop has no deadline of its own: this bounds it (whole seconds).
         workers_kill_timeout=max(1, math.ceil(options.timeout_graceful_shutdown)),
