@@ -150,7 +150,7 @@ def measure(name: str, workload: Workload, args: argparse.Namespace, port: int) 
 def measure_once(
     name: str, workload: Workload, args: argparse.Namespace, port: int
 ) -> dict[str, Any]:
-    env = dict(os.environ, PYTHONPATH=str(APPS), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONPATH=str(APPS), PYTHONUNBUFFERED="1", **dict(args.env))
     proc = subprocess.Popen(
         ["taskset", "-c", SERVER_CPU, *CANDIDATES[name](port)],
         cwd=APPS, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -327,6 +327,13 @@ def main() -> None:
     parser.add_argument("--label", default="sync_servers")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        type=lambda s: s.split("=", 1),
+        help="KEY=VALUE for every server, e.g. FLASK_ASGI_THREADS=512",
+    )
+    parser.add_argument(
         "--from-json", type=Path, help="write the table and plot of a saved run's .json again"
     )
     args = parser.parse_args()
@@ -355,6 +362,11 @@ def main() -> None:
             f" {args.retries} times) while other processes use over {DISTURBED_PERCENT:.0f} %"
             f" of the server's core (after a wait of up to 20 s for a quiet core;"
             f" {args.budget} s budget); {time.monotonic() - started:.0f} s in all."
+            + (
+                " Environment: " + ", ".join(f"{k}={v}" for k, v in args.env) + "."
+                if args.env
+                else ""
+            )
         )
     text = (
         f"# The same sync Flask app per server ({args.label})\n\n{header} App:"
