@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from flask import current_app, has_app_context
 
 from .app_state import EXTENSION_KEY
+
+T = TypeVar("T")
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
@@ -38,3 +42,38 @@ def current_executor() -> ThreadPoolExecutor | None:
     if has_app_context() and EXTENSION_KEY in current_app.extensions:
         return worker_pool(int(current_app.config["FLASK_ASGI_THREADS"]))
     return None
+
+
+class ConnectionThreads(Executor):
+    """One new thread per job, as Werkzeug's threaded server has per connection.
+
+    For WSGI code that keeps a WebSocket for its whole life in the thread that took it
+    (``environ["werkzeug.socket"]``: Flask-SocketIO's threading mode, simple-websocket):
+    in the bounded worker pool, ``FLASK_ASGI_THREADS`` such connections would hold every
+    worker and stop the sync views. ``running`` counts the threads alive.
+    """
+
+    running = 0
+    _count_lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            with self._count_lock:
+                ConnectionThreads.running += 1
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # noqa: B036 - handed to the waiter
+                future.set_exception(exc)
+            finally:
+                with self._count_lock:
+                    ConnectionThreads.running -= 1
+
+        threading.Thread(target=run, name="flask-asgi-connection", daemon=True).start()
+        return future
+
+
+connection_threads = ConnectionThreads()

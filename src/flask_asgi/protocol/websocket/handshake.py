@@ -72,6 +72,12 @@ def handshake_environ(scope: dict[str, Any]) -> dict[str, Any]:
     environ = build_environ(http_scope, _no_body)
     environ["asgi.scope"] = scope
     environ["HTTP_UPGRADE"] = "websocket"
+    # The server negotiated the extensions (compression) with the client and applies them;
+    # WSGI WebSocket code (wsgi_socket.py) must not negotiate its own. What it needs to
+    # complete its handshake is there even if the server left it out of the scope.
+    environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+    environ.setdefault("HTTP_SEC_WEBSOCKET_KEY", "Zmxhc2stYXNnaSBrZXkgIQ==")
+    environ.setdefault("HTTP_SEC_WEBSOCKET_VERSION", "13")
     connection = environ.get("HTTP_CONNECTION", "")
     if "upgrade" not in (token.strip().lower() for token in connection.split(",")):
         environ["HTTP_CONNECTION"] = f"{connection}, Upgrade" if connection else "Upgrade"

@@ -34,6 +34,8 @@ from .handshake import (
 from .middleware import through_middleware
 from .origin import host_untrusted, origin_refused
 from .routing import handler_is_async, matched_view
+from .wsgi_socket import UpgradeSocket
+from .wsgi_upgrade import upgrade_through_wsgi
 
 
 async def handle_websocket(
@@ -43,7 +45,7 @@ async def handle_websocket(
     message = await receive()
     if message["type"] != "websocket.connect":
         return  # the client left before the handshake reached us
-    environ = handshake_environ(scope)
+    environ = raw_environ = handshake_environ(scope)
     answer = None
     if "wsgi_app" in app.__dict__:  # WSGI middleware on app.wsgi_app sees the handshake first
         environ, answer = await run_in_greenlet(through_middleware, app, environ)
@@ -57,6 +59,8 @@ async def handle_websocket(
         max_message=int(config.get("FLASK_ASGI_WEBSOCKET_MAX_MESSAGE") or 0),
         idle_timeout=float(config.get("FLASK_ASGI_WEBSOCKET_IDLE_TIMEOUT") or 0),
     )
+    # simple-websocket (Flask-Sock) takes the connection from here, as under Werkzeug.
+    sock = environ["werkzeug.socket"] = UpgradeSocket(ws, asyncio.get_running_loop())
     state = app_state(app)
     state.websockets += 1  # open connections, for asgi.stats() (loop thread)
     try:
@@ -70,7 +74,9 @@ async def handle_websocket(
         if origin_refused(app, environ, view):  # before any hook or handler
             await refuse(ws, *CROSS_ORIGIN)
             return
-        if handler_is_async(view):
+        if view is None:  # no WebSocket route: the WSGI app's (Flask-SocketIO's middleware)
+            await upgrade_through_wsgi(app, raw_environ, ws)
+        elif handler_is_async(view):
             task = ws._handler_task = asyncio.current_task()
             assert task is not None
             try:
@@ -89,6 +95,7 @@ async def handle_websocket(
             await run_in_worker(executor, run_connection, app, environ, ws)
     finally:
         state.websockets -= 1
+        await sock.finish()
         await ws._finish()
         if ws.rejected_status is not None and ws.http_response_supported:
             refused_with_response()  # in this task's Context: see handshake._DenialLogFilter

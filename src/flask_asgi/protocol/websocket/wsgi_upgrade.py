@@ -1,0 +1,104 @@
+"""A handshake that no ``@asgi.websocket`` route takes goes to the WSGI app, as Werkzeug's
+server would hand it: ``app.wsgi_app(environ, start_response)`` with the connection in
+``environ["werkzeug.socket"]`` (:mod:`.wsgi_socket`).
+
+This is how WSGI middleware that upgrades by itself is served unchanged: Flask-SocketIO's
+``SocketIO(app)`` wraps ``app.wsgi_app`` in python-engineio's middleware, which answers
+``/socket.io/`` before Flask routes anything and, in its threading mode, takes the socket
+through simple-websocket. Anything else reaches Flask, whose own pipeline answers: ``404``
+for an unknown path, Werkzeug's ``400`` for an HTTP route, with ``after_request`` and
+error handlers as for any request. That answer refuses the handshake, and is logged with
+what flask-asgi can and cannot upgrade, so an app built for another server's WebSocket API
+(gevent-websocket's ``environ["wsgi.websocket"]``, eventlet) learns why, instead of a
+silent 404 or a bare error.
+
+The app runs in a thread of its own (:class:`~...ground.pools.ConnectionThreads`), not in
+the worker pool: an upgraded connection keeps its thread until it closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from flask import Flask
+
+from ...ground.bridge import run_in_worker
+from ...ground.pools import connection_threads
+from .connection import WebSocket
+from .handshake import refuse
+from .wsgi_socket import UpgradeSocket
+
+logger = logging.getLogger("flask_asgi")
+
+#: An answer: status line, headers, body.
+Answer = tuple[str, list[tuple[str, str]], bytes]
+
+SUPPORTED = (
+    "flask-asgi upgrades @asgi.websocket routes and WSGI code that takes the connection"
+    " from environ['werkzeug.socket'] (simple-websocket: Flask-Sock, Flask-SocketIO and"
+    " python-engineio in their threading mode); environ['wsgi.websocket']"
+    " (gevent-websocket) and the eventlet and gevent async modes are not served:"
+    " use @asgi.websocket, or async_mode='threading'"
+)
+
+
+def _call_app(wsgi_app: Any, environ: dict[str, Any], sock: UpgradeSocket) -> Answer | None:
+    """Call the WSGI app for the handshake (in a connection thread). None: the app took the
+    connection and has finished with it."""
+    started: list[Any] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        started[:] = [status, headers]
+        return lambda data: None
+
+    try:
+        body = _read(wsgi_app(environ, start_response))
+    except (ConnectionError, StopIteration):
+        # How simple-websocket's users tell Werkzeug (ConnectionError) or gunicorn
+        # (StopIteration) that the connection was theirs and is over.
+        if sock.upgraded:
+            return None
+        raise
+    if sock.upgraded:
+        return None  # Flask-Sock returns an empty response after the connection
+    if not started:
+        raise RuntimeError(f"the WSGI app {wsgi_app!r} did not call start_response")
+    return str(started[0]), list(started[1]), body
+
+
+def _read(body: Iterable[bytes]) -> bytes:
+    try:
+        return b"".join(body)
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+
+
+async def upgrade_through_wsgi(app: Flask, environ: dict[str, Any], ws: WebSocket) -> None:
+    """Serve the handshake ``environ`` (before the WSGI middleware: the app's own
+    ``wsgi_app`` applies it) through the WSGI app."""
+    sock = UpgradeSocket(ws, asyncio.get_running_loop())
+    environ = dict(environ)
+    environ["werkzeug.socket"] = sock
+    try:
+        answer = await run_in_worker(connection_threads, _call_app, app.wsgi_app, environ, sock)
+    finally:
+        if ws.state == "open":
+            await ws.close_async(1000)  # the app returned: its connection is over
+        await sock.finish()
+    if answer is None or ws.state != "connecting":
+        return
+    status, headers, body = answer
+    logger.warning(
+        "The WebSocket handshake to %s was answered %r without an upgrade: no"
+        " @asgi.websocket route matches it, and the WSGI app did not take the"
+        " connection. %s.",
+        environ.get("PATH_INFO") or "/",
+        status,
+        SUPPORTED,
+    )
+    await refuse(ws, status, headers, body)
