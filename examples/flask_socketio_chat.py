@@ -34,6 +34,18 @@ def announce():
     return {"sent": True}
 
 
+@app.route("/countdown", methods=["POST"])
+def countdown():
+    # A background task (a thread, in Flask-SocketIO's threading mode) emitting on its own.
+    def count(start):
+        for n in range(start, 0, -1):
+            socketio.sleep(0.05)
+            socketio.emit("countdown", n)
+
+    socketio.start_background_task(count, 3)
+    return {"started": True}
+
+
 @socketio.on("connect")
 def on_connect(auth):
     name = (auth or {}).get("name") or session.get("name") or "anonymous"
@@ -48,8 +60,7 @@ def on_message(text):
 
 @socketio.on("chat")
 def on_chat(data):
-    emit("chat", {"name": session["name"], "text": data["text"]}, to=data.get("room"),
-         broadcast=data.get("room") is None)
+    emit("chat", {"name": session["name"], "text": data["text"]}, to=data["room"])
 
 
 @socketio.on("join")

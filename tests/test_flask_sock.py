@@ -1,0 +1,140 @@
+"""Flask-Sock (and simple-websocket, which it and Flask-SocketIO's threading mode use) run
+unchanged: flask-asgi hands them the connection in ``environ["werkzeug.socket"]`` as
+Werkzeug's server does. WSGI WebSocket APIs that flask-asgi cannot serve
+(gevent-websocket's ``environ["wsgi.websocket"]``) are refused with a log line saying what
+to do, never a silent 404 (issue 19)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import pytest
+import websockets
+from flask import Flask, request, session
+from flask_sock import Sock
+from websockets.asyncio.client import connect
+
+import flask_asgi
+from flask_asgi.testing import WebSocketRejected
+
+EXAMPLE = "examples/flask_sock_echo.py"
+
+
+@pytest.mark.parametrize("server_name", ["uvicorn", "granian", "hypercorn"])
+def test_flask_sock_echo_example(cli_server: Any, server_name: str) -> None:
+    server = cli_server(EXAMPLE, extra=["--server", server_name, "--log-level", "warning"])
+    url = f"ws://127.0.0.1:{server.port}/echo"
+
+    async def scenario() -> None:
+        async with connect(url, max_size=None) as ws:
+            await ws.send("hello")
+            assert await asyncio.wait_for(ws.recv(), 10) == "hello"
+            await ws.send(b"\x00\xff")
+            assert await asyncio.wait_for(ws.recv(), 10) == b"\x00\xff"
+            big = "é" * 100_000  # several of the app's reads, and 16-bit-length frames
+            await ws.send(big)
+            assert await asyncio.wait_for(ws.recv(), 10) == big
+            await ws.send("close")  # the handler returns: Flask-Sock closes with 1000
+            with pytest.raises(websockets.ConnectionClosedOK) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+        async with connect(url) as ws:  # the client closes first this time
+            await ws.send("again")
+            assert await asyncio.wait_for(ws.recv(), 10) == "again"
+
+    asyncio.run(scenario())
+    server.stop()
+    log = server.output()
+    assert "Traceback" not in log and "rror" not in log, log
+
+
+@pytest.fixture
+def sock_app(app: Flask, asgi: flask_asgi.ASGI) -> Flask:
+    app.secret_key = "dev"
+    app.config["SOCK_SERVER_OPTIONS"] = {"subprotocols": ["chat"], "ping_interval": 0.2}
+    sock = Sock(app)
+    seen: list[Any] = []
+    app.extensions["seen"] = seen
+
+    @app.get("/login")
+    def login() -> str:
+        session["name"] = "ann"
+        return "ok"
+
+    @sock.route("/room/<name>")
+    def room(ws: Any, name: str) -> None:
+        seen.append((request.path, session.get("name"), ws.subprotocol))
+        ws.send(f"{name}: {ws.receive()}")
+        # Longer than simple-websocket's ping interval: its pings (select() on the socket
+        # it was given) are answered, so it keeps the connection open.
+        time.sleep(0.6)
+        ws.send("still here")
+        ws.close(4000, "bye")
+
+    return app
+
+
+def test_flask_sock_in_the_test_client(sock_app: Flask) -> None:
+    """Routes, URL values, the session, subprotocols, a close code, and simple-websocket's
+    ping thread, through flask-asgi's ASGI test client."""
+    client = sock_app.test_client()
+    client.get("/login")
+    with client.websocket("/room/lobby", subprotocols=["chat"]) as ws:
+        assert ws.accepted_subprotocol == "chat"
+        ws.send("hi")
+        assert ws.receive(timeout=10) == "lobby: hi"
+        assert ws.receive(timeout=10) == "still here"
+        with pytest.raises(flask_asgi.WebSocketDisconnect):
+            ws.receive(timeout=10)
+    assert (ws.close_code, ws.close_reason) == (4000, "bye")
+    assert sock_app.extensions["seen"] == [("/room/lobby", "ann", "chat")]
+
+
+def test_a_wsgi_websocket_api_flask_asgi_cannot_serve_is_named(
+    app: Flask, asgi: flask_asgi.ASGI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Flask-Sockets-style middleware expects gevent-websocket's ``environ["wsgi.websocket"]``;
+    without it the handshake reaches Flask, which has no such route. The refusal is logged
+    with what flask-asgi does serve."""
+
+    class GeventStyleSockets:
+        def __init__(self, wsgi_app: Any) -> None:
+            self.wsgi_app = wsgi_app
+
+        def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+            ws = environ.get("wsgi.websocket")
+            if ws is not None and environ["PATH_INFO"] == "/ws":
+                ws.send(ws.receive())
+                return []
+            return self.wsgi_app(environ, start_response)
+
+    app.wsgi_app = GeventStyleSockets(app.wsgi_app)  # type: ignore[method-assign]
+    client = app.test_client()
+    with caplog.at_level(logging.WARNING, logger="flask_asgi"):
+        with pytest.raises(WebSocketRejected) as refused:
+            with client.websocket("/ws"):
+                pass
+    assert refused.value.status_code == 404
+    [record] = [r for r in caplog.records if "without an upgrade" in r.getMessage()]
+    message = record.getMessage()
+    assert "/ws" in message and "404" in message
+    assert "environ['wsgi.websocket'] (gevent-websocket)" in message
+    assert "@asgi.websocket" in message
+
+
+def test_wsgi_code_that_writes_no_101_is_an_error(app: Flask, asgi: flask_asgi.ASGI) -> None:
+    """Writing anything but ``101 Switching Protocols`` on ``werkzeug.socket`` is a
+    programming error that says what to do instead."""
+    app.config["PROPAGATE_EXCEPTIONS"] = True
+
+    @app.route("/ws", websocket=True)
+    def raw() -> str:
+        request.environ["werkzeug.socket"].sendall(b"HTTP/1.1 403 Forbidden\r\n\r\n")
+        return "unreachable"
+
+    with pytest.raises(RuntimeError, match="return a WSGI response"):
+        with app.test_client().websocket("/ws"):
+            pass

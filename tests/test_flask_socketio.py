@@ -1,0 +1,191 @@
+"""An unmodified Flask-SocketIO app (examples/flask_socketio_chat.py) on ``flask serve``:
+python-socketio's real clients on the WebSocket transport reach Flask-SocketIO's own
+handlers, with ``request.sid``, ``session``, rooms, broadcasts, acks, and emits from a sync
+view and a background task, on uvicorn, granian and hypercorn (issue 19)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import socketio
+import websockets
+from websockets.asyncio.client import connect
+
+EXAMPLE = "examples/flask_socketio_chat.py"
+SERVERS = ["uvicorn", "granian", "hypercorn"]
+
+
+class Client:
+    """A python-socketio ``AsyncClient`` on the WebSocket transport that queues its events."""
+
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.sio.on("*", self.record)
+        self.sio.on("message", self.message)
+
+    async def record(self, event: str, data: Any) -> None:
+        await self.events.put((event, data))
+
+    async def message(self, data: Any) -> None:
+        await self.events.put(("message", data))
+
+    async def connect(self, base_url: str, name: str, transports: list[str] | None = None) -> None:
+        await self.sio.connect(
+            base_url, transports=transports or ["websocket"], auth={"name": name}, wait_timeout=20
+        )
+
+    async def next(self) -> tuple[str, Any]:
+        return await asyncio.wait_for(self.events.get(), 20)
+
+    async def close(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.sio.disconnect(), 5)
+
+
+def threads_of(pid: int) -> int:
+    """How many threads the server process runs now (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+@pytest.mark.parametrize("server_name", SERVERS)
+def test_unchanged_flask_socketio_app_on_websockets(cli_server: Any, server_name: str) -> None:
+    server = cli_server(EXAMPLE, extra=["--server", server_name, "--log-level", "warning"])
+
+    async def scenario() -> None:
+        ann, bob = Client(), Client()
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=20) as http:
+            try:
+                await ann.connect(server.base_url, "ann")
+                await bob.connect(server.base_url, "bob")
+                assert ann.sio.transport() == bob.sio.transport() == "websocket"
+                # The connect handler sees request.sid and the auth; emit() goes to the sender.
+                assert await ann.next() == ("welcome", {"sid": ann.sio.get_sid(), "name": "ann"})
+                assert await bob.next() == ("welcome", {"sid": bob.sio.get_sid(), "name": "bob"})
+
+                # join_room, emit to the room, and the handler's return value as the ack.
+                ack = await ann.sio.call("join", "lobby", timeout=20)
+                assert ack == {"room": "lobby", "rooms": sorted([ann.sio.get_sid(), "lobby"])}
+                assert await ann.next() == ("joined", {"name": "ann", "room": "lobby"})
+                # session set at connect is there in later events; request.sid too.
+                whoami = await bob.sio.call("whoami", timeout=20)
+                assert whoami == {"sid": bob.sio.get_sid(), "name": "bob"}
+
+                # send(..., broadcast=True) reaches everyone, the sender included.
+                await bob.sio.send("hello")
+                assert await ann.next() == ("message", "bob: hello")
+                assert await bob.next() == ("message", "bob: hello")
+
+                # emit(..., to=room): only the room's members.
+                await bob.sio.emit("chat", {"text": "psst", "room": "lobby"})
+                assert await ann.next() == ("chat", {"name": "bob", "text": "psst"})
+
+                # A sync Flask view emits to every client, on the same port.
+                assert (await http.post("/announce", json={"n": 1})).json() == {"sent": True}
+                assert await ann.next() == ("announcement", {"n": 1})
+                assert await bob.next() == ("announcement", {"n": 1})
+                # So does a background task.
+                assert (await http.post("/countdown")).json() == {"started": True}
+                for n in (3, 2, 1):
+                    assert await ann.next() == ("countdown", n)
+                    assert await bob.next() == ("countdown", n)
+                assert bob.events.empty()  # bob saw nothing of the room
+                assert (await http.get("/")).status_code == 200
+            finally:
+                await ann.close()
+                await bob.close()
+
+    asyncio.run(scenario())
+    server.stop()
+    log = server.output()
+    assert "Traceback" not in log and "Error" not in log, log
+
+
+def test_connections_end_with_their_threads_and_flask_views_stay_free(
+    cli_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each upgraded connection has threads of its own (not the worker pool's, so more
+    connections than FLASK_ASGI_THREADS leave sync views free), and gives them back when
+    it closes."""
+    monkeypatch.setenv("FLASK_ASGI_THREADS", "4")
+    server = cli_server(EXAMPLE, extra=["--log-level", "warning"])
+    pid = server.proc.pid
+
+    async def scenario() -> None:
+        before = threads_of(pid)
+        clients = [Client() for _ in range(12)]  # three times the worker pool
+        try:
+            for n, client in enumerate(clients):
+                await client.connect(server.base_url, f"c{n}")
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=5) as http:
+                started = time.monotonic()
+                assert (await http.get("/")).status_code == 200
+                assert time.monotonic() - started < 1
+            # A connection thread, simple-websocket's reader, engineio's writer and pinger.
+            assert threads_of(pid) >= before + 4 * len(clients)
+            for client in clients:
+                assert await client.sio.call("whoami", timeout=20) is not None
+        finally:
+            for client in clients:
+                await client.close()
+        # What may stay: the worker pool (4), engineio's service thread, and each closed
+        # session's pinger, which engineio ends at its next ping (25 s), as under Werkzeug.
+        allowed = before + 4 + 1 + len(clients)
+        deadline = time.monotonic() + 10
+        while threads_of(pid) > allowed and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert threads_of(pid) <= allowed
+
+    asyncio.run(scenario())
+
+
+def test_default_client_upgrades_from_polling(cli_server: Any) -> None:
+    """A client with both transports (the default, and the browser's) starts with a
+    long-poll and upgrades to a WebSocket, as under Werkzeug's server."""
+    server = cli_server(EXAMPLE, extra=["--log-level", "warning"])
+
+    async def scenario() -> None:
+        ann = Client()
+        try:
+            await ann.connect(server.base_url, "ann", transports=["polling", "websocket"])
+            assert (await ann.next())[0] == "welcome"
+            for _ in range(100):
+                if ann.sio.transport() == "websocket":
+                    break
+                await asyncio.sleep(0.1)
+            assert ann.sio.transport() == "websocket"
+            assert await ann.sio.call("whoami", timeout=20) == {
+                "sid": ann.sio.get_sid(),
+                "name": "ann",
+            }
+        finally:
+            await ann.close()
+
+    asyncio.run(scenario())
+
+
+def test_cross_origin_handshake_is_refused_before_engineio(cli_server: Any) -> None:
+    """flask-asgi's same-origin check applies to the upgrade as to any handshake."""
+    server = cli_server(EXAMPLE, extra=["--log-level", "warning"])
+    url = f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket"
+
+    async def scenario() -> None:
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with connect(url, origin=websockets.Origin("http://evil.example")):
+                pass
+        assert refused.value.response.status_code == 403
+        own = websockets.Origin(f"http://127.0.0.1:{server.port}")
+        async with connect(url, origin=own) as ws:
+            assert (await asyncio.wait_for(ws.recv(), 10)).startswith("0{")  # Engine.IO open
+
+    asyncio.run(scenario())
+    assert "Refused a cross-origin WebSocket handshake" in server.output()
