@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,55 @@ def test_cross_origin_handshake_is_refused_before_engineio(cli_server: Any) -> N
 
     asyncio.run(scenario())
     assert "Refused a cross-origin WebSocket handshake" in server.output()
+
+
+def test_long_polls_do_not_hold_the_worker_pool(
+    cli_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Engine.IO long-polls wait (up to the ping interval) in threads of their own: with
+    twice as many polls waiting as worker threads, a sync view still answers at once,
+    and an emit answers every poll."""
+    monkeypatch.setenv("FLASK_ASGI_THREADS", "4")
+    server = cli_server(EXAMPLE, extra=["--log-level", "warning"])
+
+    async def session(http: httpx.AsyncClient) -> str:
+        handshake = await http.get("/socket.io/?EIO=4&transport=polling")
+        sid = json.loads(handshake.text[1:])["sid"]  # "0{...}": Engine.IO's open packet
+        query = f"/socket.io/?EIO=4&transport=polling&sid={sid}"
+        await http.post(query, content='40{"name":"p"}')  # Socket.IO connect
+        assert "welcome" in (await http.get(query)).text
+        return query
+
+    async def scenario() -> None:
+        limits = httpx.Limits(max_connections=20)
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=20, limits=limits) as http:
+            queries = [await session(http) for _ in range(8)]
+            polls = [asyncio.create_task(http.get(query)) for query in queries]
+            await asyncio.sleep(1)
+            assert not any(poll.done() for poll in polls)  # all eight wait
+            started = time.monotonic()
+            assert (await http.get("/")).status_code == 200
+            assert time.monotonic() - started < 1
+            assert (await http.post("/announce", json={"n": 2})).status_code == 200
+            for poll in polls:
+                assert '"announcement",{"n":2}' in (await asyncio.wait_for(poll, 10)).text
+
+    asyncio.run(scenario())
+
+
+def test_long_poll_paths_are_found_through_other_middleware() -> None:
+    """The middleware is found under other WSGI middleware, at a custom path, and again
+    when ``app.wsgi_app`` is replaced; an app without it has none."""
+    from flask import Flask
+    from flask_socketio import SocketIO
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from flask_asgi.protocol.long_polls import LongPollPaths
+
+    app = Flask(__name__)
+    paths = LongPollPaths()
+    assert not paths.match(app, "/socket.io/")
+    SocketIO(app, path="/rt/io")
+    assert paths.match(app, "/rt/io/") and not paths.match(app, "/socket.io/")
+    app.wsgi_app = ProxyFix(app.wsgi_app)  # type: ignore[method-assign]
+    assert paths.match(app, "/rt/io/") and not paths.match(app, "/rt/iox")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -17,10 +17,11 @@ from .ground.asgi_types import Receive, Send
 from .ground.bridge import async_to_sync, cached_ensure_sync
 from .ground.gc_tuning import tune_gc
 from .ground.lifecycle import Lifecycle, StopSignal
-from .ground.pools import worker_pool
+from .ground.pools import connection_threads, worker_pool
 from .ground.settings import apply_settings
 from .protocol.http import HttpHandler
 from .protocol.lifespan import handle_lifespan
+from .protocol.long_polls import LongPollPaths
 from .protocol.routes import RouteIndex
 from .protocol.websocket import handle_websocket, websocket_route
 from .serving import DEFAULT as DEFAULT_SERVER
@@ -87,9 +88,13 @@ class ASGI:
         self.routes = RouteIndex(app)
         this = weakref.ref(self)  # no cycle: an unused ASGI object (and its app) is freed at once
 
-        def executor_of() -> ThreadPoolExecutor:
+        long_polls = LongPollPaths()
+
+        def executor_of(path: str) -> Executor:
             asgi = this()
             assert asgi is not None  # it is serving this request
+            if long_polls.match(app, path):  # Socket.IO long-polls: not in the pool
+                return connection_threads
             return asgi._get_executor()
 
         self._http = HttpHandler(app, self.routes, executor_of)

@@ -295,13 +295,16 @@ class HttpHandler:
     What every request needs (the app, its route index and its ``AppState``)
     is looked up once, here, and the request runs in this one coroutine: each level of
     coroutine, each call and each argument passed down was a measurable part of a request
-    that answers at once (``bench/adapter_cost.py`` counts them). ``executor_of`` gives
-    the worker pool, made on the first sync request.
+    that answers at once (``bench/adapter_cost.py`` counts them). ``executor_of(path)``
+    gives the worker pool (made on the first sync request), or threads of their own for
+    requests that wait for events (``long_polls.py``).
     """
 
     __slots__ = ("app", "routes", "executor_of", "state")
 
-    def __init__(self, app: Flask, routes: RouteIndex, executor_of: Callable[[], Executor]) -> None:
+    def __init__(
+        self, app: Flask, routes: RouteIndex, executor_of: Callable[[str], Executor]
+    ) -> None:
         self.app = app
         self.routes = routes
         self.executor_of = executor_of
@@ -401,10 +404,11 @@ class HttpHandler:
         return RequestTimer(seconds, self.app, environ, lambda: exchange.finished, task)
 
     async def _serve_sync(self, environ: dict[str, Any], exchange: Exchange, limit: int) -> None:
-        messages = await _run_sync(self.app, self.executor_of(), environ, exchange, limit)
+        executor = self.executor_of(environ["PATH_INFO"])
+        messages = await _run_sync(self.app, executor, environ, exchange, limit)
         if exchange.feed is not None:
             await _start_streaming(exchange)
-            await exchange.feed.stream(exchange, self.executor_of())
+            await exchange.feed.stream(exchange, executor)
         elif messages is not None:
             exchange.finished = True
             await exchange.send(messages[0])
