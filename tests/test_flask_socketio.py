@@ -242,3 +242,29 @@ def test_long_poll_paths_are_found_through_other_middleware() -> None:
     assert paths.match(app, "/rt/io/") and not paths.match(app, "/socket.io/")
     app.wsgi_app = ProxyFix(app.wsgi_app)  # type: ignore[method-assign]
     assert paths.match(app, "/rt/io/") and not paths.match(app, "/rt/iox")
+
+
+def test_shutdown_ends_waiting_long_polls_at_once(cli_server: Any) -> None:
+    """On uvicorn, the shutdown disconnects the Engine.IO sessions when it starts, as it
+    closes WebSockets with 1001: a waiting long-poll answers with Engine.IO's close instead
+    of holding the shutdown until the graceful timeout (10 s) cuts it with an error."""
+    server = cli_server(EXAMPLE, extra=["--log-level", "warning"])
+
+    async def scenario() -> None:
+        polling, socket = Client(), Client()
+        await polling.connect(server.base_url, "p", transports=["polling"])
+        await socket.connect(server.base_url, "s")
+        await asyncio.sleep(0.5)  # the polling client's next long-poll is waiting
+        started = time.monotonic()
+        await asyncio.to_thread(server.stop)
+        assert time.monotonic() - started < 5
+        for client in (polling, socket):
+            for _ in range(50):
+                if not client.sio.connected:
+                    break
+                await asyncio.sleep(0.1)
+            assert not client.sio.connected
+
+    asyncio.run(scenario())
+    log = server.output()
+    assert "Traceback" not in log and "rror" not in log, log

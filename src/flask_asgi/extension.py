@@ -94,6 +94,9 @@ class ASGI:
             asgi = this()
             assert asgi is not None  # it is serving this request
             if long_polls.match(app, path):  # Socket.IO long-polls: not in the pool
+                lifecycle = asgi.state.lifecycle
+                if lifecycle.in_lifespan:
+                    long_polls.watch(lifecycle.stop_signal)  # and ended at shutdown
                 return connection_threads
             return asgi._get_executor()
 

@@ -10,40 +10,67 @@ their own, as every request does on Werkzeug's threaded server; ``FLASK_ASGI_MAX
 still bounds them. The middleware is found by walking ``app.wsgi_app`` through the
 attributes middleware keeps its inner app in (``app``, and ``wsgi_app`` for engineio's),
 once per ``app.wsgi_app`` object.
+
+When the server starts shutting down, every Engine.IO session is disconnected, as
+flask-asgi closes its own WebSockets with ``1001``: a waiting long-poll then answers at once
+with Engine.IO's close packet (the client reconnects, to another server if there is one),
+instead of holding the shutdown until the graceful timeout cuts it with an error.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 from flask import Flask
 
+from ..ground.lifecycle import StopSignal
+
+logger = logging.getLogger("flask_asgi")
+
 _MAX_DEPTH = 32
 
 
-def _prefixes(wsgi: Any) -> tuple[str, ...]:
+def _walk(wsgi: Any) -> tuple[tuple[str, ...], list[Any]]:
+    """The long-poll path prefixes in the middleware stack ``wsgi``, and their Engine.IO
+    servers."""
     found: list[str] = []
+    servers: list[Any] = []
     for _ in range(_MAX_DEPTH):
         path = getattr(wsgi, "engineio_path", None)  # python-engineio's WSGIApp (and subclasses)
         if isinstance(path, str) and path.strip("/"):
             found.append("/" + path.strip("/") + "/")
+            server = getattr(wsgi, "engineio_app", None)
+            server = getattr(server, "eio", server)  # python-socketio's Server wraps it
+            if callable(getattr(server, "disconnect", None)) and hasattr(server, "sockets"):
+                servers.append(server)
         inner = getattr(wsgi, "wsgi_app", None) if path is not None else None
         inner = inner if inner is not None else getattr(wsgi, "app", None)
         if inner is None or not callable(inner) or getattr(wsgi, "__self__", None) is not None:
             break  # the end of the stack (Flask's own bound wsgi_app), or not walkable
         wsgi = inner
-    return tuple(found)
+    return tuple(found), servers
+
+
+def _disconnect(server: Any, sid: str) -> None:
+    try:
+        server.disconnect(sid)  # blocks until the session's writer took the close packet
+    except Exception:
+        logger.debug("Engine.IO session %s did not close cleanly at shutdown", sid, exc_info=True)
 
 
 class LongPollPaths:
     """The path prefixes of the app's long-poll middleware, recomputed when
     ``app.wsgi_app`` is replaced."""
 
-    __slots__ = ("_for", "_prefixes")
+    __slots__ = ("_for", "_prefixes", "_servers", "_watching")
 
     def __init__(self) -> None:
         self._for: Any = None
         self._prefixes: tuple[str, ...] = ()
+        self._servers: list[Any] = []
+        self._watching: StopSignal | None = None
 
     def match(self, app: Flask, path: str) -> bool:
         """Does a request to ``path`` go to long-poll middleware?"""
@@ -51,5 +78,24 @@ class LongPollPaths:
         if wsgi is None:
             return False  # no middleware: the common case costs one dict lookup
         if wsgi is not self._for:
-            self._for, self._prefixes = wsgi, _prefixes(wsgi)
+            self._for = wsgi
+            self._prefixes, self._servers = _walk(wsgi)
         return bool(self._prefixes) and path.startswith(self._prefixes)
+
+    def watch(self, stop: StopSignal) -> None:
+        """Disconnect the Engine.IO sessions when ``stop`` is set (once per signal)."""
+        if self._watching is not stop:
+            self._watching = stop
+            stop.subscribe(self._disconnect_all)
+
+    def _disconnect_all(self) -> None:
+        # One thread per session: a session's close waits for its writer, and one whose
+        # client is gone must not hold up the others.
+        for server in self._servers:
+            for sid in list(server.sockets):
+                threading.Thread(
+                    target=_disconnect,
+                    args=(server, sid),
+                    name="flask-asgi-engineio-close",
+                    daemon=True,
+                ).start()
