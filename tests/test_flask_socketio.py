@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -268,3 +269,24 @@ def test_shutdown_ends_waiting_long_polls_at_once(cli_server: Any) -> None:
     asyncio.run(scenario())
     log = server.output()
     assert "Traceback" not in log and "rror" not in log, log
+
+
+def test_an_eventlet_or_gevent_mode_is_named(caplog: pytest.LogCaptureFixture) -> None:
+    """Flask-SocketIO picks eventlet or gevent when installed; flask-asgi cannot give their
+    WebSocket handlers a socket, and says so on the first request, naming the fix."""
+    from flask import Flask
+    from flask_socketio import SocketIO
+
+    import flask_asgi
+
+    app = Flask(__name__)
+    socketio_ = SocketIO(app)
+    flask_asgi.ASGI(app)
+    # What SocketIO(app) chooses when eventlet is installed (it is not, in this venv).
+    socketio_.server.eio.async_mode = "eventlet"
+    with caplog.at_level(logging.WARNING, logger="flask_asgi"):
+        assert app.test_client().get("/socket.io/?EIO=4&transport=polling").status_code
+        app.test_client().get("/")
+    [record] = [r for r in caplog.records if "mode" in r.getMessage()]
+    assert "'eventlet' mode" in record.getMessage()
+    assert "async_mode='threading'" in record.getMessage()

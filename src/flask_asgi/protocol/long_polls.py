@@ -53,6 +53,22 @@ def _walk(wsgi: Any) -> tuple[tuple[str, ...], list[Any]]:
     return tuple(found), servers
 
 
+def _warn_about_modes(servers: list[Any]) -> None:
+    """Say so once if an Engine.IO server runs in a mode whose WebSockets need its own
+    server (eventlet's, gevent's socket): their handshakes would only be refused."""
+    for server in servers:
+        mode = getattr(server, "async_mode", "threading")
+        if mode != "threading":
+            logger.warning(
+                "Socket.IO (python-engineio) runs in its %r mode, whose WebSockets need that"
+                " server: flask-asgi serves the 'threading' mode. Pass"
+                " SocketIO(app, async_mode='threading') (or uninstall %s); until then"
+                " WebSocket handshakes are refused and clients stay on long-polling",
+                mode,
+                mode.split("_")[0],
+            )
+
+
 def _disconnect(server: Any, sid: str) -> None:
     try:
         server.disconnect(sid)  # blocks until the session's writer took the close packet
@@ -80,6 +96,7 @@ class LongPollPaths:
         if wsgi is not self._for:
             self._for = wsgi
             self._prefixes, self._servers = _walk(wsgi)
+            _warn_about_modes(self._servers)
         return bool(self._prefixes) and path.startswith(self._prefixes)
 
     def watch(self, stop: StopSignal) -> None:
