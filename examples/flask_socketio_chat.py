@@ -8,17 +8,20 @@ Nothing here knows about flask-asgi: ``flask serve`` serves it on uvicorn (or
 views, and the same code still runs under ``flask run`` (docs/socketio.md).
 """
 
+import os
+
 from flask import Flask, request, session
 from flask_socketio import SocketIO, emit, join_room, leave_room, rooms, send
 
 app = Flask(__name__)
 app.config["SECRET_KEY"] = "dev"
-socketio = SocketIO(app)
+# With several processes, a message queue carries emits between them (e.g. redis://...).
+socketio = SocketIO(app, message_queue=os.environ.get("SOCKETIO_MESSAGE_QUEUE"))
 
 
 @app.route("/")
 def index():
-    return {"chat": "connect a Socket.IO client to this server"}
+    return {"chat": "connect a Socket.IO client to this server", "pid": os.getpid()}
 
 
 @app.route("/login/<name>")

@@ -290,3 +290,65 @@ def test_an_eventlet_or_gevent_mode_is_named(caplog: pytest.LogCaptureFixture) -
     [record] = [r for r in caplog.records if "mode" in r.getMessage()]
     assert "'eventlet' mode" in record.getMessage()
     assert "async_mode='threading'" in record.getMessage()
+
+
+def test_emits_cross_processes_through_flask_socketios_message_queue(
+    cli_server: Any, redis_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``SocketIO(app, message_queue="redis://...")``: an emit from a view of one
+    ``flask serve`` process reaches a client connected to another, and so does a broadcast
+    from a client of the other process."""
+    monkeypatch.setenv("SOCKETIO_MESSAGE_QUEUE", redis_server.url)
+    one = cli_server(EXAMPLE, extra=["--log-level", "warning"])
+    two = cli_server(EXAMPLE, extra=["--log-level", "warning"])
+
+    async def scenario() -> None:
+        ann, bob = Client(), Client()
+        try:
+            await ann.connect(one.base_url, "ann")
+            await bob.connect(two.base_url, "bob")
+            assert (await ann.next())[0] == (await bob.next())[0] == "welcome"
+            async with httpx.AsyncClient(timeout=20) as http:
+                pids = {
+                    (await http.get(server.base_url + "/")).json()["pid"] for server in (one, two)
+                }
+                assert len(pids) == 2
+                await http.post(two.base_url + "/announce", json={"from": "two"})
+            assert await ann.next() == ("announcement", {"from": "two"})
+            assert await bob.next() == ("announcement", {"from": "two"})
+            await ann.sio.send("hello")
+            assert await bob.next() == ("message", "ann: hello")
+        finally:
+            await ann.close()
+            await bob.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_hundred_clients_broadcast_while_a_sync_view_answers(cli_server: Any) -> None:
+    """100 clients on the WebSocket transport each send one message that every client
+    receives (10,000 deliveries), while a sync Flask view answers within a second."""
+    server = cli_server(EXAMPLE, extra=["--log-level", "warning"])
+    count = 100
+
+    async def scenario() -> None:
+        clients = [Client() for _ in range(count)]
+        try:
+            await asyncio.gather(
+                *(client.connect(server.base_url, f"c{n}") for n, client in enumerate(clients))
+            )
+            for client in clients:
+                assert (await client.next())[0] == "welcome"
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=20) as http:
+                await asyncio.gather(*(client.sio.send("hi") for client in clients))
+                started = time.monotonic()
+                assert (await http.get("/")).status_code == 200
+                assert time.monotonic() - started < 1
+            for client in clients:
+                for _ in range(count):
+                    event, text = await client.next()
+                    assert event == "message" and text.endswith(": hi")
+        finally:
+            await asyncio.gather(*(client.close() for client in clients))
+
+    asyncio.run(scenario())
