@@ -75,7 +75,7 @@ async def handle_websocket(
             await refuse(ws, *CROSS_ORIGIN)
             return
         if view is None:  # no WebSocket route: the WSGI app's (Flask-SocketIO's middleware)
-            await upgrade_through_wsgi(app, raw_environ, ws)
+            await upgrade_through_wsgi(app, raw_environ, ws, sock)
         elif handler_is_async(view):
             task = ws._handler_task = asyncio.current_task()
             assert task is not None

@@ -136,7 +136,11 @@ class UpgradeSocket:
                 " handler (a worker thread), not from the event loop"
             )
         passed = self._written_by_app(bytes(data))
-        done: Future[None] = asyncio.run_coroutine_threadsafe(passed, self._loop)
+        try:
+            done: Future[None] = asyncio.run_coroutine_threadsafe(passed, self._loop)
+        except RuntimeError:  # the loop is closed: the server has stopped
+            passed.close()
+            raise BrokenPipeError("the server has stopped") from None
         try:
             done.result()
         except WebSocketDisconnect:

@@ -18,7 +18,6 @@ the worker pool: an upgraded connection keeps its thread until it closes.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -78,10 +77,12 @@ def _read(body: Iterable[bytes]) -> bytes:
             close()
 
 
-async def upgrade_through_wsgi(app: Flask, environ: dict[str, Any], ws: WebSocket) -> None:
+async def upgrade_through_wsgi(
+    app: Flask, environ: dict[str, Any], ws: WebSocket, sock: UpgradeSocket
+) -> None:
     """Serve the handshake ``environ`` (before the WSGI middleware: the app's own
-    ``wsgi_app`` applies it) through the WSGI app."""
-    sock = UpgradeSocket(ws, asyncio.get_running_loop())
+    ``wsgi_app`` applies it) through the WSGI app, with ``sock`` as its
+    ``werkzeug.socket``. The caller finishes ``sock``."""
     environ = dict(environ)
     environ["werkzeug.socket"] = sock
     try:
@@ -89,7 +90,6 @@ async def upgrade_through_wsgi(app: Flask, environ: dict[str, Any], ws: WebSocke
     finally:
         if ws.state == "open":
             await ws.close_async(1000)  # the app returned: its connection is over
-        await sock.finish()
     if answer is None or ws.state != "connecting":
         return
     status, headers, body = answer
