@@ -138,3 +138,54 @@ def test_wsgi_code_that_writes_no_101_is_an_error(app: Flask, asgi: flask_asgi.A
     with pytest.raises(RuntimeError, match="return a WSGI response"):
         with app.test_client().websocket("/ws"):
             pass
+
+
+def test_code_that_reads_another_servers_socket_is_told_what_to_do(
+    app: Flask, asgi: flask_asgi.ASGI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A route or a middleware that reads ``environ["wsgi.websocket"]`` (gevent-websocket)
+    or ``environ["eventlet.input"]`` fails with a 500 and an error naming the way out,
+    not a bare ``KeyError``."""
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+
+    @app.route("/gevent", websocket=True)
+    def gevent_style() -> None:
+        ws = request.environ["wsgi.websocket"]
+        ws.send(ws.receive())
+
+    class EventletStyle:
+        def __init__(self, wsgi_app: Any) -> None:
+            self.app = wsgi_app
+
+        def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+            if environ["PATH_INFO"] == "/eventlet":
+                environ["eventlet.input"].get_socket()
+            return self.app(environ, start_response)
+
+    walkable = EventletStyle(app.wsgi_app)
+
+    def closure(environ: dict[str, Any], start_response: Any) -> Any:
+        # A plain function: flask-asgi cannot look inside, so the handshake reaches it
+        # through app.wsgi_app itself.
+        if environ["PATH_INFO"] == "/closure":
+            environ["wsgi.websocket"].receive()
+        return walkable(environ, start_response)
+
+    client = app.test_client()
+    cases = [
+        (walkable, "/gevent", "wsgi.websocket"),  # the route
+        (walkable, "/eventlet", "eventlet.input"),  # a middleware flask-asgi walks through
+        (closure, "/closure", "wsgi.websocket"),  # one that gets the handshake itself
+        (closure, "/eventlet", "eventlet.input"),
+    ]
+    for wsgi_app, path, key in cases:
+        app.wsgi_app = wsgi_app  # type: ignore[method-assign]
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="flask_asgi"):
+            with pytest.raises(WebSocketRejected) as refused:
+                with client.websocket(path):
+                    pass
+        assert refused.value.status_code == 500
+        [record] = [r for r in caplog.records if "looked for environ" in r.getMessage()]
+        message = record.getMessage()
+        assert path in message and repr(key) in message and "@asgi.websocket" in message

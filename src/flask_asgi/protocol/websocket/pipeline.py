@@ -35,7 +35,7 @@ from .middleware import through_middleware
 from .origin import host_untrusted, origin_refused
 from .routing import handler_is_async, matched_view
 from .wsgi_socket import UpgradeSocket
-from .wsgi_upgrade import upgrade_through_wsgi
+from .wsgi_upgrade import UNSERVED, explain_unserved, upgrade_through_wsgi
 
 
 async def handle_websocket(
@@ -48,7 +48,12 @@ async def handle_websocket(
     environ = raw_environ = handshake_environ(scope)
     answer = None
     if "wsgi_app" in app.__dict__:  # WSGI middleware on app.wsgi_app sees the handshake first
-        environ, answer = await run_in_greenlet(through_middleware, app, environ)
+        try:
+            environ, answer = await run_in_greenlet(through_middleware, app, environ)
+        except KeyError as error:  # middleware written for another server's WebSockets
+            if not explain_unserved(error, environ.get("PATH_INFO") or "/"):
+                raise
+            answer = UNSERVED
     config = app.config
     ws = WebSocket(
         app,
@@ -160,6 +165,8 @@ def _dispatch(app: Flask, ctx: Any, ws: WebSocket) -> None:
 def _handle_exception(app: Flask, ctx: Any, ws: WebSocket, e: Exception) -> bool:
     """An exception escaped the hooks or the handler: return True to propagate it."""
     if ws.state == "connecting":
+        # A route written for gevent-websocket or eventlet: say what to do, besides the 500.
+        explain_unserved(e, ctx.request.path)
         # Flask's handle_exception: logs and makes the 500 response, or re-raises when
         # PROPAGATE_EXCEPTIONS (testing, debug), as it would for an HTTP request.
         reject(ws, flask_compat.handle_exception(app, ctx, e))

@@ -35,6 +35,13 @@ logger = logging.getLogger("flask_asgi")
 #: An answer: status line, headers, body.
 Answer = tuple[str, list[tuple[str, str]], bytes]
 
+#: The answer to a handshake that code written for another server failed on.
+UNSERVED: Answer = (
+    "500 INTERNAL SERVER ERROR",
+    [("Content-Type", "text/plain; charset=utf-8")],
+    b"This WebSocket needs another server's WebSocket support (see the server log).\n",
+)
+
 SUPPORTED = (
     "flask-asgi upgrades @asgi.websocket routes and WSGI code that takes the connection"
     " from environ['werkzeug.socket'] (simple-websocket: Flask-Sock, Flask-SocketIO and"
@@ -42,6 +49,25 @@ SUPPORTED = (
     " (gevent-websocket) and the eventlet and gevent async modes are not served:"
     " use @asgi.websocket, or async_mode='threading'"
 )
+
+
+#: Where other servers put their connection: code that reads them cannot run here.
+UNSERVED_KEYS = frozenset({"wsgi.websocket", "eventlet.input"})
+
+
+def explain_unserved(error: BaseException, path: str) -> bool:
+    """If ``error`` is code looking for another server's connection (a ``KeyError`` for
+    ``wsgi.websocket`` or ``eventlet.input``), log what to do and return True."""
+    if not (isinstance(error, KeyError) and error.args and error.args[0] in UNSERVED_KEYS):
+        return False
+    logger.error(
+        "The WebSocket handshake to %s failed: the app looked for environ[%r], which only"
+        " that library's own server provides. %s.",
+        path,
+        error.args[0],
+        SUPPORTED,
+    )
+    return True
 
 
 def _call_app(wsgi_app: Any, environ: dict[str, Any], sock: UpgradeSocket) -> Answer | None:
@@ -61,6 +87,10 @@ def _call_app(wsgi_app: Any, environ: dict[str, Any], sock: UpgradeSocket) -> An
         if sock.upgraded:
             return None
         raise
+    except KeyError as error:  # WSGI middleware outside Flask (Flask answers 500 itself)
+        if sock.upgraded or not explain_unserved(error, environ.get("PATH_INFO") or "/"):
+            raise
+        return UNSERVED
     if sock.upgraded:
         return None  # Flask-Sock returns an empty response after the connection
     if not started:
@@ -93,12 +123,13 @@ async def upgrade_through_wsgi(
     if answer is None or ws.state != "connecting":
         return
     status, headers, body = answer
-    logger.warning(
-        "The WebSocket handshake to %s was answered %r without an upgrade: no"
-        " @asgi.websocket route matches it, and the WSGI app did not take the"
-        " connection. %s.",
-        environ.get("PATH_INFO") or "/",
-        status,
-        SUPPORTED,
-    )
+    if answer is not UNSERVED:
+        logger.warning(
+            "The WebSocket handshake to %s was answered %r without an upgrade: no"
+            " @asgi.websocket route matches it, and the WSGI app did not take the"
+            " connection. %s.",
+            environ.get("PATH_INFO") or "/",
+            status,
+            SUPPORTED,
+        )
     await refuse(ws, status, headers, body)
