@@ -189,3 +189,45 @@ def test_code_that_reads_another_servers_socket_is_told_what_to_do(
         [record] = [r for r in caplog.records if "looked for environ" in r.getMessage()]
         message = record.getMessage()
         assert path in message and repr(key) in message and "@asgi.websocket" in message
+
+
+def test_raw_wsgi_code_on_werkzeug_socket(app: Flask, asgi: flask_asgi.ASGI) -> None:
+    """Any code that speaks RFC 6455 on ``werkzeug.socket`` works, not only
+    simple-websocket: an answer written in pieces, a fragmented message, a ping answered
+    with a pong on the socket, the client's message read as a masked frame, a close code."""
+    seen: list[Any] = []
+
+    @app.route("/raw", websocket=True)
+    def raw() -> str:
+        sock = request.environ["werkzeug.socket"]
+
+        def exactly(size: int) -> bytes:
+            data = b""
+            while len(data) < size:
+                data += sock.recv(size - len(data))
+            return data
+
+        sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n")
+        sock.sendall(b"Sec-WebSocket-Protocol: raw\r\n\r\n")
+        sock.sendall(bytes([0x01, 3]) + b"hel")  # text, not final
+        sock.sendall(bytes([0x80, 2]) + b"lo" + bytes([0x89, 1]))  # continuation; a ping...
+        sock.sendall(b"!")  # ...whose payload comes in another write
+        seen.append(exactly(7))  # the pong: header, mask, payload
+        header = exactly(2)
+        assert header[0] == 0x82 and header[1] & 0x80  # a binary frame, masked
+        length = header[1] & 0x7F
+        mask = exactly(4)
+        data = bytes(b ^ mask[i % 4] for i, b in enumerate(exactly(length)))
+        seen.append(data)
+        sock.sendall(bytes([0x88, 4]) + (4001).to_bytes(2, "big") + b"ok")
+        return ""
+
+    with app.test_client().websocket("/raw", subprotocols=["raw"]) as ws:
+        assert ws.accepted_subprotocol == "raw"
+        assert ws.receive(timeout=10) == "hello"
+        ws.send(b"\x01\x02")
+        with pytest.raises(flask_asgi.WebSocketDisconnect):
+            ws.receive(timeout=10)
+    assert (ws.close_code, ws.close_reason) == (4001, "ok")
+    assert seen[0][:2] == bytes([0x8A, 0x81]) and seen[0][-1:] == b"!"  # a masked pong
+    assert seen[1] == b"\x01\x02"
