@@ -352,3 +352,33 @@ def test_a_hundred_clients_broadcast_while_a_sync_view_answers(cli_server: Any) 
             await asyncio.gather(*(client.close() for client in clients))
 
     asyncio.run(scenario())
+
+
+def test_proxyfix_over_flask_socketio_applies_to_the_origin_check() -> None:
+    """``ProxyFix`` put on after ``SocketIO(app)`` wraps engineio's middleware, which
+    flask-asgi cannot look inside: the layers above it still give the origin check the
+    public origin, so a browser behind the proxy connects and a foreign page does not."""
+    from flask import Flask
+    from flask_socketio import SocketIO
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    import flask_asgi
+    from flask_asgi.testing import WebSocketRejected
+
+    app = Flask(__name__)
+    SocketIO(app)
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    flask_asgi.ASGI(app)
+    client = app.test_client()
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "public.example"}
+    query = "EIO=4&transport=websocket"
+    with client.websocket(
+        "/socket.io/", query_string=query, headers=forwarded, origin="https://public.example"
+    ) as ws:
+        assert ws.receive(timeout=10).startswith("0{")  # Engine.IO's open packet
+    with pytest.raises(WebSocketRejected) as refused:
+        with client.websocket(
+            "/socket.io/", query_string=query, headers=forwarded, origin="https://evil.example"
+        ):
+            pass
+    assert refused.value.status_code == 403

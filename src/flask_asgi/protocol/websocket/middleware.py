@@ -10,9 +10,10 @@ answers ``101 Switching Protocols`` with no body, which is what the handshake be
 code a middleware runs after its inner app returns (logging, metrics) sees that.
 
 The stack is walked through each layer's ``app`` attribute (Werkzeug's middleware and the
-usual hand-written ones keep their inner app there). Each layer is a shallow copy whose
-``app`` is the next copy, so the app's own middleware objects are never changed. Werkzeug
-has no way to run a middleware "up to the app", which is why this is our own code.
+usual hand-written ones keep their inner app there), down to the first layer without one,
+which is not run: the layers above it are. Each layer is a shallow copy whose ``app`` is
+the next copy, so the app's own middleware objects are never changed. Werkzeug has no way
+to run a middleware "up to the app", which is why this is our own code.
 """
 
 from __future__ import annotations
@@ -38,14 +39,17 @@ def _is_flask_entry(app: Flask, wsgi: Any) -> bool:
 
 
 def _layers(app: Flask) -> list[Any] | None:
-    """The middleware objects from the outside in, or None if the stack cannot be walked
-    (a layer without an ``app`` attribute, such as a closure)."""
+    """The middleware objects from the outside in, down to Flask or to the first layer
+    that cannot be walked (one without an ``app`` attribute: a closure, python-engineio's
+    middleware under Flask-SocketIO); None for a chain too long to be a stack."""
     layers: list[Any] = []
     wsgi = app.wsgi_app
     while not _is_flask_entry(app, wsgi):
-        inner = getattr(wsgi, "app", None)
-        if inner is None or not callable(inner) or len(layers) >= _MAX_DEPTH:
+        if len(layers) >= _MAX_DEPTH:
             return None
+        inner = getattr(wsgi, "app", None)
+        if inner is None or not callable(inner):
+            break  # the layers above it still apply (ProxyFix over Flask-SocketIO)
         layers.append(wsgi)
         wsgi = inner
     return layers
@@ -54,10 +58,11 @@ def _layers(app: Flask) -> list[Any] | None:
 def through_middleware(app: Flask, environ: dict[str, Any]) -> tuple[dict[str, Any], Answer | None]:
     """Send the handshake ``environ`` down the app's middleware stack.
 
-    Returns the environ as it reaches Flask, and None; or, when a middleware answered in
-    Flask's place, the environ unchanged and that answer (which refuses the handshake).
-    Without middleware, or with a stack that cannot be walked, ``environ`` is returned as
-    it is. Runs where ``await_`` works (the middleware may be a whole WSGI app).
+    Returns the environ as it reaches Flask (or the first layer that cannot be walked),
+    and None; or, when a middleware answered in Flask's place, the environ unchanged and
+    that answer (which refuses the handshake). Without middleware, or when not even the
+    outermost layer can be walked, ``environ`` is returned as it is. Runs where ``await_``
+    works (the middleware may be a whole WSGI app).
     """
     if "wsgi_app" not in app.__dict__:
         return environ, None  # no middleware: the common case costs one dict lookup
