@@ -4,8 +4,8 @@ Flask-SocketIO (``SocketIO(app)``) wraps ``app.wsgi_app`` in python-engineio's W
 middleware, which answers every request under its path (``/socket.io/``) itself. In its
 threading mode a long-poll ``GET`` blocks its thread until there is something to send, up
 to the ping interval (25 s by default). In the worker pool, ``FLASK_ASGI_THREADS`` such
-clients would hold every worker, and every sync view would wait behind them (measured: 41
-polling clients made ``GET /`` take 21.9 s). So requests under that path run in threads of
+clients would hold every worker, and every sync view would wait behind them (41 waiting
+polls made ``GET /`` take 23.2 s with 40 workers). So requests under that path run in threads of
 their own, as every request does on Werkzeug's threaded server; ``FLASK_ASGI_MAX_REQUESTS``
 still bounds them. The middleware is found by walking ``app.wsgi_app`` through the
 attributes middleware keeps its inner app in (``app``, and ``wsgi_app`` for engineio's),
