@@ -150,10 +150,11 @@ def test_connections_end_with_their_threads_and_flask_views_stay_free(
     asyncio.run(scenario())
 
 
-def test_default_client_upgrades_from_polling(cli_server: Any) -> None:
+@pytest.mark.parametrize("server_name", SERVERS)
+def test_default_client_upgrades_from_polling(cli_server: Any, server_name: str) -> None:
     """A client with both transports (the default, and the browser's) starts with a
     long-poll and upgrades to a WebSocket, as under Werkzeug's server."""
-    server = cli_server(EXAMPLE, extra=["--log-level", "warning"])
+    server = cli_server(EXAMPLE, extra=["--server", server_name, "--log-level", "warning"])
 
     async def scenario() -> None:
         ann = Client()
