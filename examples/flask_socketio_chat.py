@@ -56,6 +56,11 @@ def on_connect(auth):
     emit("welcome", {"sid": request.sid, "name": name})
 
 
+@socketio.on("disconnect")
+def on_disconnect(reason=None):
+    emit("left", session.get("name"), broadcast=True)
+
+
 @socketio.on("message")
 def on_message(text):
     send(f"{session['name']}: {text}", broadcast=True)

@@ -102,6 +102,10 @@ def test_unchanged_flask_socketio_app_on_websockets(cli_server: Any, server_name
                     assert await bob.next() == ("countdown", n)
                 assert bob.events.empty()  # bob saw nothing of the room
                 assert (await http.get("/")).status_code == 200
+
+                # bob leaves: the disconnect handler runs and tells the others.
+                await bob.close()
+                assert await ann.next() == ("left", "bob")
             finally:
                 await ann.close()
                 await bob.close()
