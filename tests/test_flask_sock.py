@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Any
 
+import httpx
 import pytest
 import websockets
 from flask import Flask, request, session
@@ -231,3 +232,34 @@ def test_raw_wsgi_code_on_werkzeug_socket(app: Flask, asgi: flask_asgi.ASGI) -> 
     assert (ws.close_code, ws.close_reason) == (4001, "ok")
     assert seen[0][:2] == bytes([0x8A, 0x81]) and seen[0][-1:] == b"!"  # a masked pong
     assert seen[1] == b"\x01\x02"
+
+
+def test_open_flask_sock_connections_leave_the_worker_pool_to_views(
+    cli_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Flask-Sock handler keeps its worker for the whole connection; once it has taken
+    the connection, that worker is lent to it and the pool may start another: with twice
+    as many connections open as FLASK_ASGI_THREADS, every one echoes and a sync view still
+    answers at once."""
+    monkeypatch.setenv("FLASK_ASGI_THREADS", "2")
+    server = cli_server(EXAMPLE, extra=["--log-level", "warning"])
+    url = f"ws://127.0.0.1:{server.port}/echo"
+
+    async def scenario() -> None:
+        sockets = [await asyncio.wait_for(connect(url), 10) for _ in range(4)]
+        try:
+            for n, ws in enumerate(sockets):
+                await ws.send(f"n{n}")
+                assert await asyncio.wait_for(ws.recv(), 10) == f"n{n}"
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+                started = time.monotonic()
+                assert (await http.get("/")).status_code == 200
+                assert time.monotonic() - started < 1
+        finally:
+            for ws in sockets:
+                await ws.close()
+        # The connections are closed: the pool is back to its bound, and still works.
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+            assert all(r.status_code == 200 for r in [await http.get("/") for _ in range(5)])
+
+    asyncio.run(scenario())

@@ -22,6 +22,21 @@ class WorkerPool(ThreadPoolExecutor):
     (running or waiting for a thread), kept by ``run_in_worker`` on the loop thread."""
 
     pending = 0
+    _lent_lock = threading.Lock()
+
+    def lend(self) -> None:
+        """One of the workers has become a connection's thread (a sync WebSocket handler
+        that took ``werkzeug.socket``, as Flask-Sock's do, keeps it until the connection
+        closes): the pool may start one more, so that open connections do not count
+        against ``FLASK_ASGI_THREADS`` and sync views keep their workers."""
+        with self._lent_lock:
+            self._max_workers += 1  # read by ThreadPoolExecutor at each submit
+
+    def give_back(self) -> None:
+        """The connection has closed: the bound is the configured one again (a thread
+        started meanwhile stays, idle, and serves later jobs)."""
+        with self._lent_lock:
+            self._max_workers -= 1
 
 
 def worker_pool(size: int) -> ThreadPoolExecutor:

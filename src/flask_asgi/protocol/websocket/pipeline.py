@@ -22,6 +22,7 @@ from ...ground import flask_compat
 from ...ground.app_state import app_state
 from ...ground.asgi_types import Receive, Send
 from ...ground.bridge import await_, run_in_greenlet, run_in_worker
+from ...ground.pools import WorkerPool
 from .connection import WebSocket, WebSocketDisconnect, _current
 from .handshake import (
     CROSS_ORIGIN,
@@ -96,7 +97,10 @@ async def handle_websocket(
                 if ws._interrupted:  # the handler swallowed the cancellation
                     task.uncancel()
         else:
-            # A sync handler holds a worker thread for the whole connection.
+            # A sync handler holds a worker thread for the whole connection; one that
+            # takes werkzeug.socket (Flask-Sock) has it lent, so the pool starts another.
+            if type(executor) is WorkerPool:
+                sock.pool = executor
             await run_in_worker(executor, run_connection, app, environ, ws)
     finally:
         state.websockets -= 1

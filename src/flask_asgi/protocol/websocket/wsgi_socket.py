@@ -30,6 +30,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
+from ...ground.pools import WorkerPool
 from .connection import WebSocket, WebSocketDisconnect
 
 _TEXT, _BINARY, _CLOSE, _PING, _PONG, _CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
@@ -113,6 +114,10 @@ class UpgradeSocket:
         self._pump: asyncio.Task[None] | None = None
         #: The app answered ``101``: the connection is the app's (engineio then raises).
         self.upgraded = False
+        #: The worker pool whose thread runs the app (a sync WebSocket route), if any: that
+        #: thread is lent to the connection from the upgrade to the end.
+        self.pool: WorkerPool | None = None
+        self._lent = False
 
     # -- the app's side (any thread but the loop's) ----------------------------------------
 
@@ -176,6 +181,9 @@ class UpgradeSocket:
                     )
                 await self._ws.accept_async(headers.get("sec-websocket-protocol") or None)
                 self.upgraded = True
+                if self.pool is not None:
+                    self.pool.lend()
+                    self._lent = True
                 self._pump = self._loop.create_task(
                     self._to_app(), name="flask-asgi-werkzeug-socket"
                 )
@@ -228,7 +236,11 @@ class UpgradeSocket:
                     pass
 
     async def finish(self) -> None:
-        """After the app returned: stop passing messages, release both ends."""
+        """After the app returned: stop passing messages, release both ends, give the
+        worker back."""
+        if self._lent and self.pool is not None:
+            self._lent = False
+            self.pool.give_back()
         if self._pump is not None and not self._pump.done():
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
