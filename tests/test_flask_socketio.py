@@ -203,8 +203,10 @@ def test_long_polls_do_not_hold_the_worker_pool(
 ) -> None:
     """Engine.IO long-polls wait (up to the ping interval) in threads of their own: with
     twice as many polls waiting as worker threads, a sync view still answers at once,
-    and an emit answers every poll."""
+    and an emit answers every poll. They wait by design, so the request timeout does not
+    apply to them."""
     monkeypatch.setenv("FLASK_ASGI_THREADS", "4")
+    monkeypatch.setenv("FLASK_ASGI_REQUEST_TIMEOUT", "0.5")
     server = cli_server(EXAMPLE, extra=["--log-level", "warning"])
 
     async def session(http: httpx.AsyncClient) -> str:
@@ -230,6 +232,8 @@ def test_long_polls_do_not_hold_the_worker_pool(
                 assert '"announcement",{"n":2}' in (await asyncio.wait_for(poll, 10)).text
 
     asyncio.run(scenario())
+    log = server.output()
+    assert "request timeout" not in log, log
 
 
 def test_long_poll_paths_are_found_through_other_middleware() -> None:

@@ -24,6 +24,7 @@ from ..ground.asgi_types import Receive, Send
 from ..ground.bridge import Suspended, await_, enter_greenlet
 from ..ground.counters import WaitingTicket, counters
 from ..ground.lifecycle import Lifecycle
+from ..ground.pools import ConnectionThreads
 from ..ground.view_timeout import UNSET
 from .body import BodyTimeout, RequestBody
 from .body_feed import feed_body
@@ -296,8 +297,7 @@ class HttpHandler:
     is looked up once, here, and the request runs in this one coroutine: each level of
     coroutine, each call and each argument passed down was a measurable part of a request
     that answers at once (``bench/adapter_cost.py`` counts them). ``executor_of(path)``
-    gives the worker pool (made on the first sync request), or threads of their own for
-    requests that wait for events (``long_polls.py``).
+    gives the worker pool, or threads of their own for long-polls (``long_polls.py``).
     """
 
     __slots__ = ("app", "routes", "executor_of", "state")
@@ -405,6 +405,8 @@ class HttpHandler:
 
     async def _serve_sync(self, environ: dict[str, Any], exchange: Exchange, limit: int) -> None:
         executor = self.executor_of(environ["PATH_INFO"])
+        if type(executor) is ConnectionThreads:  # a long-poll: it waits by design, untimed
+            exchange.timer = None  # made, never started
         messages = await _run_sync(self.app, executor, environ, exchange, limit)
         if exchange.feed is not None:
             await _start_streaming(exchange)
