@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -121,13 +122,14 @@ def test_connections_end_with_their_threads_and_flask_views_stay_free(
 ) -> None:
     """Each upgraded connection has threads of its own (not the worker pool's, so more
     connections than FLASK_ASGI_THREADS leave sync views free), and gives them back when
-    it closes."""
+    it closes, with its file descriptors."""
     monkeypatch.setenv("FLASK_ASGI_THREADS", "4")
     server = cli_server(EXAMPLE, extra=["--log-level", "warning"])
     pid = server.proc.pid
 
     async def scenario() -> None:
         before = threads_of(pid)
+        fds_before = len(os.listdir(f"/proc/{pid}/fd"))
         clients = [Client() for _ in range(12)]  # three times the worker pool
         try:
             for n, client in enumerate(clients):
@@ -150,6 +152,8 @@ def test_connections_end_with_their_threads_and_flask_views_stay_free(
         while threads_of(pid) > allowed and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         assert threads_of(pid) <= allowed
+        # The connection, and both ends of the socket pair each one had, are closed.
+        assert len(os.listdir(f"/proc/{pid}/fd")) <= fds_before
 
     asyncio.run(scenario())
 
