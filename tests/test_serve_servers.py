@@ -341,4 +341,4 @@ def test_missing_server_names_the_extra(server: str) -> None:
         [sys.executable, "-c", script], cwd=TESTS, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr  # click's usage error
-    assert f"pip install 'flask-asgi[{server}]'" in proc.stderr
+    assert f"flask-asgi's [{server}] extra" in proc.stderr

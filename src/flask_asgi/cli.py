@@ -110,7 +110,7 @@ def check_debug_host(host: str, allow_remote: bool) -> None:
     default=DEFAULT.name,
     show_default=True,
     type=click.Choice(list(SERVERS)),
-    help="The ASGI server (granian and hypercorn: pip install 'flask-asgi[granian]'...).",
+    help="The ASGI server (granian and hypercorn: flask-asgi's [granian] and [hypercorn] extras).",
 )
 @click.option("--host", "-h", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", "-p", default=5000, show_default=True, help="Port to bind.")

@@ -2,7 +2,7 @@
 
 uvicorn-worker's ``UvicornWorker`` with the shutdown of ``flask serve``: on SIGTERM every
 request that reached the worker gets its whole response (docs/deployment.md). Needs the
-``gunicorn`` extra (``pip install 'flask-asgi[gunicorn]'``); importing this module imports
+``gunicorn`` extra (``pip install '/path/to/flask-asgi[gunicorn]'``); importing this module imports
 gunicorn and uvicorn-worker, which nothing else in flask-asgi does.
 """
 

@@ -2,7 +2,7 @@
 
 ``pytest --flask-asgi-strict`` (or the ``flask_asgi_strict`` fixture, for some tests only)
 runs each test under `BlockBuster <https://github.com/cbornet/blockbuster>`_
-(``pip install 'flask-asgi[strict]'``), which makes blocking calls (``time.sleep``, file and
+(flask-asgi's ``strict`` extra, or ``pip install blockbuster``), which makes blocking calls (``time.sleep``, file and
 socket I/O, ``sqlite3``, waiting on a held lock...) raise ``BlockingError`` when they are made
 on a thread that runs an event loop: an async view's request greenlet, a ``while_serving``
 hook, an async background task. Sync views and ``run_sync`` calls run in worker threads,
@@ -41,7 +41,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="fail a test whose async code makes a blocking call on the event loop"
-        " (BlockBuster; pip install 'flask-asgi[strict]')",
+        " (BlockBuster: flask-asgi's [strict] extra, or pip install blockbuster)",
     )
     group.addoption(
         APP_OPTION,
@@ -103,7 +103,7 @@ def strict() -> Iterator[list[BaseException]]:
         from blockbuster import BlockingError, blockbuster_ctx
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise pytest.UsageError(
-            f"{OPTION} needs BlockBuster: pip install 'flask-asgi[strict]'"
+            f"{OPTION} needs BlockBuster: install flask-asgi's [strict] extra, or pip install blockbuster"
         ) from exc
     seen: list[BaseException] = []
 

@@ -227,7 +227,7 @@ def respond(app: Flask, scope: dict[str, Any]) -> list[dict[str, Any]]:
         status = 200
     except ImportError:
         body = (
-            b"FLASK_ASGI_METRICS_PATH needs prometheus_client: pip install 'flask-asgi[metrics]'\n"
+            b"FLASK_ASGI_METRICS_PATH needs prometheus_client: install flask-asgi's [metrics] extra, or pip install prometheus-client\n"
         )
         content_type, status = "text/plain; charset=utf-8", 500
     headers = [
@@ -254,7 +254,7 @@ def startup_step(app: Flask) -> None:
     except ImportError as exc:
         raise RuntimeError(
             f"{CONFIG_KEY} is set but prometheus_client is not installed:"
-            " pip install 'flask-asgi[metrics]'"
+            " install flask-asgi's [metrics] extra, or pip install prometheus-client"
         ) from exc
     if _multiprocess():
         process = _ProcessMetrics(app, asyncio.get_running_loop())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from typing import Any
 
 from flask import Flask
@@ -30,6 +31,9 @@ from ..ground.lifecycle import StopSignal
 logger = logging.getLogger("flask_asgi")
 
 _MAX_DEPTH = 32
+#: Engine.IO servers already warned about: once per server, however many ASGI objects
+#: (test clients, several apps) walk the same middleware.
+_warned: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _walk(wsgi: Any) -> tuple[tuple[str, ...], list[Any]]:
@@ -58,7 +62,8 @@ def _warn_about_modes(servers: list[Any]) -> None:
     server (eventlet's, gevent's socket): their handshakes would only be refused."""
     for server in servers:
         mode = getattr(server, "async_mode", "threading")
-        if mode != "threading":
+        if mode != "threading" and server not in _warned:
+            _warned.add(server)
             logger.warning(
                 "Socket.IO (python-engineio) runs in its %r mode, whose WebSockets need that"
                 " server: flask-asgi serves the 'threading' mode. Pass"

@@ -95,7 +95,7 @@ class ServerMissing(RuntimeError):
     def __init__(self, server: str) -> None:
         super().__init__(
             f"--server {server} needs the {server} package:"
-            f" pip install 'flask-asgi[{server}]' (or pip install {server})"
+            f" install flask-asgi's [{server}] extra (or pip install {server})"
         )
 
 
