@@ -2,11 +2,11 @@
 
 ``pytest --flask-asgi-strict`` (or the ``flask_asgi_strict`` fixture, for some tests only)
 runs each test under `BlockBuster <https://github.com/cbornet/blockbuster>`_
-(flask-asgi's ``strict`` extra, or ``pip install blockbuster``), which makes blocking calls (``time.sleep``, file and
-socket I/O, ``sqlite3``, waiting on a held lock...) raise ``BlockingError`` when they are made
-on a thread that runs an event loop: an async view's request greenlet, a ``while_serving``
-hook, an async background task. Sync views and ``run_sync`` calls run in worker threads,
-where blocking is fine, and are left alone.
+(flask-asgi's ``strict`` extra, or ``pip install blockbuster``), which makes blocking calls
+(``time.sleep``, file and socket I/O, ``sqlite3``, waiting on a held lock...) raise
+``BlockingError`` when they are made on a thread that runs an event loop: an async view's
+request greenlet, a ``while_serving`` hook, an async background task. Sync views and
+``run_sync`` calls run in worker threads, where blocking is fine, and are left alone.
 
 Flask turns an exception in a view into a 500 response, which a test may not look at, so
 the plugin also listens to Flask's ``got_request_exception`` signal and fails the test if a
@@ -103,7 +103,8 @@ def strict() -> Iterator[list[BaseException]]:
         from blockbuster import BlockingError, blockbuster_ctx
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise pytest.UsageError(
-            f"{OPTION} needs BlockBuster: install flask-asgi's [strict] extra, or pip install blockbuster"
+            f"{OPTION} needs BlockBuster: install flask-asgi's [strict] extra,"
+            " or pip install blockbuster"
         ) from exc
     seen: list[BaseException] = []
 

@@ -82,7 +82,8 @@ class RedisBackend:
             import redis.asyncio as aioredis
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise RuntimeError(
-                "FLASK_ASGI_BROADCAST_URL names Redis: install flask-asgi's [redis] extra, or pip install redis"
+                "FLASK_ASGI_BROADCAST_URL names Redis: install flask-asgi's [redis] extra,"
+                " or pip install redis"
             ) from exc
         self._redis = aioredis.Redis.from_url(self.url, socket_connect_timeout=self.timeout)
         self._pubsub = self._redis.pubsub()

@@ -227,7 +227,8 @@ def respond(app: Flask, scope: dict[str, Any]) -> list[dict[str, Any]]:
         status = 200
     except ImportError:
         body = (
-            b"FLASK_ASGI_METRICS_PATH needs prometheus_client: install flask-asgi's [metrics] extra, or pip install prometheus-client\n"
+            b"FLASK_ASGI_METRICS_PATH needs prometheus_client: install flask-asgi's [metrics]"
+            b" extra, or pip install prometheus-client\n"
         )
         content_type, status = "text/plain; charset=utf-8", 500
     headers = [
