@@ -23,16 +23,19 @@ CHECKOUT=$(pwd)
 CHROOTS=${FLASK_ASGI_CHROOTS:-/var/cache/flask-asgi/chroots}
 DEADLINE=${FLASK_ASGI_PYTHONS_DEADLINE:-$(($(date +%s) + 3600))}
 # The part of the suite that runs on every version: the bridge, Flask's contexts and hooks,
-# WebSockets, lifespan, body handling and limits, metrics, bad input and Flask's own test
-# suite run through flask-asgi (conformance) and the packaging. The server matrix, the
-# stress scripts (fuzzers, soak, slow clients) and the browser-driven example run on the main
-# Python only: CI stays near 20 minutes on a warm machine.
+# WebSockets (flask-asgi's, Flask-SocketIO's, Flask-Sock's), lifespan, body handling and
+# limits, metrics, bad input and Flask's own test suite run through flask-asgi (conformance)
+# and the packaging. The server matrix, the stress scripts (fuzzers, soak, slow clients) and
+# the browser-driven example run on the main Python only: CI stays near 20 minutes on a warm
+# machine.
 TESTS=(
     tests/test_bridges.py tests/test_flask_semantics.py tests/test_websocket.py
     tests/test_lifespan.py tests/test_conformance.py tests/test_concurrency.py
     tests/test_body.py tests/test_limits.py tests/test_metrics.py tests/test_bad_input.py
     tests/test_sse.py tests/test_streaming.py tests/test_disconnect.py tests/test_shutdown.py
     tests/test_packaging.py
+    # unchanged Flask-SocketIO and Flask-Sock apps, and raw werkzeug.socket code (18 s)
+    tests/test_wsgi_websocket.py tests/test_flask_sock.py tests/test_flask_socketio.py
     # the stress scripts' short runs (19 s): load that reaches nothing version-specific
     --deselect tests/test_limits.py::test_stress_slow_clients_short
 )
