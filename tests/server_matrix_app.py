@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from flask import Flask, current_app, request, send_file
+from flask_sock import Sock
 
 import flask_asgi
 from flask_asgi import ServerSentEvent, websocket
@@ -163,6 +164,20 @@ def ws_echo_sync() -> None:
             websocket.close(4002, "bye-sync")
             return
         websocket.send(message)
+
+
+sock = Sock(app)
+
+
+@sock.route("/ws/flask-sock")
+def ws_flask_sock(ws: Any) -> None:
+    # Flask-Sock, unchanged: simple-websocket on environ["werkzeug.socket"] (issue 19).
+    while True:
+        message = ws.receive()
+        if message == "close":
+            ws.close(4003, "bye-sock")
+            return
+        ws.send(message)
 
 
 @asgi.websocket("/ws/refused")

@@ -231,7 +231,12 @@ def test_server_sent_events(server: Running) -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "code", "reason"), [("/ws/echo", 4001, "bye"), ("/ws/echo-sync", 4002, "bye-sync")]
+    ("path", "code", "reason"),
+    [
+        ("/ws/echo", 4001, "bye"),
+        ("/ws/echo-sync", 4002, "bye-sync"),
+        ("/ws/flask-sock", 4003, "bye-sock"),  # an unchanged Flask-Sock route
+    ],
 )
 def test_websocket_echo_and_close_code(server: Running, path: str, code: int, reason: str) -> None:
     with connect(f"ws://127.0.0.1:{server.port}{path}", open_timeout=30) as ws:
