@@ -24,6 +24,13 @@ bench/results/sync_servers.md, .json and .png (``--out``; the plot needs matplot
 
 Run it with the project's venv and gunicorn, gevent and granian installed
 (``.venv/bin/pip install gunicorn gevent granian matplotlib``) and wrk.
+
+``--only async-sleep-1000`` (not in the default run; needs ``quart`` in the venv too): the
+async side of issue 20's last target. The async benchmark app's ``/sleep``, an ``async def``
+view that awaits ``asyncio.sleep(0.05)``, at c=1000 on flask-asgi (``flask serve --server
+uvicorn`` / ``--server granian``, apps/flask_asgi_app.py) and on Quart (apps/quart_app.py,
+with bench/servers.py's uvicorn, granian and hypercorn commands), beside gunicorn gevent
+serving the sync app's ``time.sleep(0.05)`` view, monkey-patched (what a gevent user runs).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import servers
 from run import cpu_busy, cpu_ticks, process_tree
 from servers import (
     APPS,
@@ -62,6 +70,8 @@ WORKLOADS = [
 ]
 #: The ceiling serves only the views that need no waiting.
 CEILING_WORKLOADS = {"hello", "echo"}
+#: Run only when named in --only: async views at c=1000 (issue 20's last target).
+ASYNC_WORKLOADS = [Workload("async-sleep-1000", "/sleep", 1000)]
 
 
 def _gunicorn(worker: str, port: int, *extra: str) -> list[str]:
@@ -71,9 +81,9 @@ def _gunicorn(worker: str, port: int, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _flask_serve(server: str, port: int) -> list[str]:
+def _flask_serve(server: str, port: int, app: str = "flask_sync_app") -> list[str]:
     return [
-        str(BIN / "flask"), "--app", "flask_sync_app", "serve", "--server", server,
+        str(BIN / "flask"), "--app", app, "serve", "--server", server,
         "--host", HOST, "--port", str(port), "--log-level", "warning",
     ]  # fmt: skip
 
@@ -102,9 +112,28 @@ CANDIDATES: dict[str, Any] = {
     "flask-asgi (uvicorn)": lambda port: _flask_serve("uvicorn", port),
     "flask-asgi (granian)": lambda port: _flask_serve("granian", port),
     "inline ceiling": _inline_ceiling,
+    # The async benchmark apps (async-sleep-1000 only); Quart as bench/servers.py runs it.
+    "flask-asgi async (uvicorn)": lambda port: _flask_serve("uvicorn", port, "flask_asgi_app"),
+    "flask-asgi async (granian)": lambda port: _flask_serve("granian", port, "flask_asgi_app"),
+    "Quart (uvicorn)": lambda port: servers._uvicorn("quart_app:app", port),
+    "Quart (granian)": lambda port: servers._granian("quart_app:app", port),
+    "Quart (hypercorn)": lambda port: servers._hypercorn("quart_app:app", port),
 }
 FLASK_ASGI = ["flask-asgi (uvicorn)", "flask-asgi (granian)"]
 PEERS = ["gunicorn gthread", "gunicorn gevent", "granian WSGI"]
+ASYNC_FLASK_ASGI = ["flask-asgi async (uvicorn)", "flask-asgi async (granian)"]
+QUART = ["Quart (uvicorn)", "Quart (granian)", "Quart (hypercorn)"]
+#: The targets of issue 20 for async views at c=1000 (one server suffices).
+ASYNC_TARGETS = {"Quart": 1.6, "gunicorn gevent": 1.5, "p99_ms": 300.0}
+
+
+def serves(name: str, workload: Workload) -> bool:
+    """The async workload: flask-asgi's and Quart's async apps, and gevent's sync app."""
+    if workload in ASYNC_WORKLOADS:
+        return name in ASYNC_FLASK_ASGI or name in QUART or name == "gunicorn gevent"
+    if name in ASYNC_FLASK_ASGI or name in QUART:
+        return False
+    return name != "inline ceiling" or workload.key in CEILING_WORKLOADS
 
 
 #: A measurement is taken again (up to --retries times) when other processes used more
@@ -186,7 +215,7 @@ def run(args: argparse.Namespace, names: list[str], loads: list[Workload]) -> di
     port = 9500
     for pass_no in range(args.passes):
         for workload in loads:
-            cands = [n for n in names if n != "inline ceiling" or workload.key in CEILING_WORKLOADS]
+            cands = [n for n in names if serves(n, workload)]
             shift = pass_no % len(cands)
             for name in cands[shift:] + cands[:shift]:
                 port += 1
@@ -202,7 +231,7 @@ def run(args: argparse.Namespace, names: list[str], loads: list[Workload]) -> di
                 kept.setdefault("foreign_by_pass", []).append(round(cell["foreign_percent"]))
                 kept["all_non_2xx"] += cell["non_2xx"]
                 kept["all_socket_errors"] += cell["socket_errors"]
-                print(f"{workload.key:<11} {name:<22} {cell['rps']:>8,.0f} req/s"
+                print(f"{workload.key:<11} {name:<26} {cell['rps']:>8,.0f} req/s"
                       f"  p99 {cell['p99_ms']:>8,.1f} ms  non-2xx {cell['non_2xx']}"
                       f"  socket errors {cell['socket_errors']}"
                       f"  cpu {cell['server_cpu_percent']:.0f} %"
@@ -242,8 +271,8 @@ def tables(results: dict[str, Any], names: list[str], loads: list[Workload]) -> 
     for w in loads:
         cells = [cell_text(results.get(n, {}).get(w.key)) for n in names]
         lines.append(f"| {label[w.key]} | " + " | ".join(cells) + " |")
-    mine = [n for n in FLASK_ASGI if n in names]
-    others = [n for n in names if n not in FLASK_ASGI]
+    mine = [n for n in FLASK_ASGI + ASYNC_FLASK_ASGI if n in names]
+    others = [n for n in names if n not in FLASK_ASGI + ASYNC_FLASK_ASGI]
     if mine and others:
         lines += [
             "",
@@ -267,6 +296,46 @@ def tables(results: dict[str, Any], names: list[str], loads: list[Workload]) -> 
                         )
                 row.append(", ".join(parts) or "–")
             lines.append(f"| {label[w.key]} | " + " | ".join(row) + " |")
+    if any(w in ASYNC_WORKLOADS for w in loads):
+        lines += ["", async_targets(results)]
+    return "\n".join(lines)
+
+
+def async_targets(results: dict[str, Any]) -> str:
+    """Issue 20: async views at c=1000 >= 1.6x Quart and >= 1.5x gevent, p99 <= 300 ms, on
+    at least one server; against Quart on the same server and against Quart's best."""
+    key = ASYNC_WORKLOADS[0].key
+    cells = {n: results.get(n, {}).get(key) for n in ASYNC_FLASK_ASGI + QUART}
+    gevent = results.get("gunicorn gevent", {}).get(key)
+    quarts = [c for n, c in cells.items() if n in QUART and c]
+    best_quart = max((c["rps"] for c in quarts), default=0.0)
+    lines = [
+        f"Target (issue 20), {key}: ≥ {ASYNC_TARGETS['Quart']}× Quart and"
+        f" ≥ {ASYNC_TARGETS['gunicorn gevent']}× gunicorn gevent with p99"
+        f" ≤ {ASYNC_TARGETS['p99_ms']:.0f} ms, on at least one server:",
+        "",
+        "| flask-asgi on | × Quart, same server | × Quart's best | × gunicorn gevent | p99 | met |",
+        "|---|--:|--:|--:|--:|---|",
+    ]
+    for name in ASYNC_FLASK_ASGI:
+        own = cells.get(name)
+        if not own:
+            continue
+        twin = cells.get(name.replace("flask-asgi async", "Quart"))
+        same = own["rps"] / twin["rps"] if twin else 0.0
+        best = own["rps"] / best_quart if best_quart else 0.0
+        vs_gevent = own["rps"] / gevent["rps"] if gevent else 0.0
+        met = (
+            same >= ASYNC_TARGETS["Quart"]
+            and vs_gevent >= ASYNC_TARGETS["gunicorn gevent"]
+            and own["p99_ms"] <= ASYNC_TARGETS["p99_ms"]
+            and own["all_non_2xx"] + own["all_socket_errors"] == 0
+        )
+        server = name.removeprefix("flask-asgi async ").strip("()")
+        lines.append(
+            f"| {server} | {same:.2f} | {best:.2f} | {vs_gevent:.2f} | {own['p99_ms']:,.0f} ms"
+            f" | {'yes' if met else '**no**'} |"
+        )
     return "\n".join(lines)
 
 
@@ -293,9 +362,15 @@ def plot(results: dict[str, Any], names: list[str], loads: list[Workload], path:
         ax.set_title(f"{w.key} (c={w.connections})", fontsize=10)
         ax.set_ylabel("requests/s")
         ax.margins(y=0.15)
-    fig.suptitle("The same sync Flask app per server (one process, one core)", fontsize=11)
+    fig.suptitle(f"{title(loads)} (one process, one core)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def title(loads: list[Workload]) -> str:
+    if all(w in ASYNC_WORKLOADS for w in loads):
+        return "Async views at c=1000: flask-asgi, Quart, gunicorn gevent"
+    return "The same sync Flask app per server"
 
 
 def command_text(name: str) -> str:
@@ -305,7 +380,7 @@ def command_text(name: str) -> str:
 
 def versions() -> str:
     found = []
-    for package in ("flask", "gunicorn", "gevent", "granian", "uvicorn"):
+    for package in ("flask", "gunicorn", "gevent", "granian", "uvicorn", "quart", "hypercorn"):
         try:
             found.append(f"{package} {version(package)}")
         except PackageNotFoundError:
@@ -340,6 +415,9 @@ def main() -> None:
     only = set(filter(None, args.only.split(",")))
     names = [n for n in CANDIDATES if not only & set(CANDIDATES) or n in only]
     loads = [w for w in WORKLOADS if not only & {w.key for w in WORKLOADS} or w.key in only]
+    if only & {w.key for w in ASYNC_WORKLOADS}:
+        loads = [w for w in WORKLOADS + ASYNC_WORKLOADS if w.key in only]
+    names = [n for n in names if any(serves(n, w) for w in loads)]
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
         header = saved.pop("_header", f"Re-rendered from {args.from_json.name}.")
@@ -369,10 +447,19 @@ def main() -> None:
             )
         )
     text = (
-        f"# The same sync Flask app per server ({args.label})\n\n{header} App:"
+        f"# {title(loads)} ({args.label})\n\n{header} Sync app:"
         " bench/apps/flask_sync_app.py, unchanged on every server. inline ceiling is a"
         " ceiling, not a runtime (bench/apps/inline_flask_app.py). /CPU-s: requests per"
-        " second of the server's own CPU time, the median of the passes.\n\n"
+        " second of the server's own CPU time, the median of the passes."
+        + (
+            " async-sleep-1000: the async apps' `async def` view awaiting"
+            " `asyncio.sleep(0.05)` (bench/apps/flask_asgi_app.py on flask-asgi,"
+            " bench/apps/quart_app.py on Quart), beside gunicorn gevent serving the sync"
+            " app's `time.sleep(0.05)` (monkey-patched by gunicorn's worker)."
+            if any(w in ASYNC_WORKLOADS for w in loads)
+            else ""
+        )
+        + "\n\n"
         + tables(results, names, loads)
         + "\n\nCommands (port elided): "
         + "; ".join(f"{n}: `{command_text(n)}`" for n in names)
