@@ -345,7 +345,9 @@ def plot(results: dict[str, Any], names: list[str], loads: list[Workload], path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(loads), figsize=(4.2 * len(loads), 4.2), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(loads), figsize=(max(6.5, 4.2 * len(loads)), 4.2), squeeze=False
+    )
     colours = {n: f"C{i}" for i, n in enumerate(CANDIDATES)}
     for ax, w in zip(axes[0], loads, strict=True):
         shown = [n for n in names if w.key in results.get(n, {})]
