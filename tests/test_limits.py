@@ -275,26 +275,39 @@ async def _until(predicate: Any, timeout: float = 10) -> None:
         await asyncio.sleep(0.01)
 
 
+class _Blocking:
+    """An app whose sync ``GET /block`` counts its calls in ``entered`` and waits (30 s at
+    most) for ``release``; ``config`` is added to app.config before ASGI(app)."""
+
+    def __init__(self, **config: Any) -> None:
+        self.app = Flask(__name__)
+        self.app.config.update(config)
+        self.asgi = ASGI(self.app)
+        self.release = threading.Event()
+        self.entered: list[int] = []
+
+        @self.app.get("/block")
+        def block() -> str:
+            self.entered.append(1)
+            self.release.wait(30)
+            return "done"
+
+    async def occupy(self, threads: int) -> list[asyncio.Future[tuple[int, dict[bytes, bytes]]]]:
+        """``threads`` requests to /block, returned once each is in the view."""
+        busy = [asyncio.ensure_future(_get(self.asgi, "/block")) for _ in range(threads)]
+        await _until(lambda: len(self.entered) == threads)
+        return busy
+
+
 async def test_max_waiting_refuses_sync_requests_past_the_queue() -> None:
     """3 threads busy, 5 requests may wait: of 14 more, 5 wait and 9 get 503 + Retry-After
     without the app seeing them; the 8 admitted all complete."""
-    app = Flask(__name__)
-    app.config.update(FLASK_ASGI_THREADS=3, FLASK_ASGI_MAX_WAITING=5)
-    asgi = ASGI(app)
-    release = threading.Event()
-    entered: list[int] = []
+    blocking = _Blocking(FLASK_ASGI_THREADS=3, FLASK_ASGI_MAX_WAITING=5)
+    asgi, release, entered = blocking.asgi, blocking.release, blocking.entered
     seen_by_app: list[int] = []
-    app.before_request(lambda: seen_by_app.append(1))
-
-    @app.get("/block")
-    def block() -> str:
-        entered.append(1)
-        release.wait(30)
-        return "done"
-
+    blocking.app.before_request(lambda: seen_by_app.append(1))
     before = counters.snapshot()
-    first = [asyncio.ensure_future(_get(asgi, "/block")) for _ in range(3)]
-    await _until(lambda: len(entered) == 3)
+    first = await blocking.occupy(3)
     more = [asyncio.ensure_future(_get(asgi, "/block")) for _ in range(14)]
     await _until(lambda: sum(task.done() for task in more) == 9)
     assert counters.waiting - before["waiting"] == 5
@@ -434,21 +447,12 @@ def test_stress_slow_clients_short(mode: str) -> None:
 async def test_queue_timeout_refuses_sync_requests_that_waited_too_long() -> None:
     """3 threads busy, FLASK_ASGI_QUEUE_TIMEOUT=0.3: 5 more sync requests wait 0.3 s for a
     thread, then get 503 + Retry-After without the app seeing them; the busy ones finish."""
-    app = Flask(__name__)
-    app.config.update(FLASK_ASGI_THREADS=3, FLASK_ASGI_MAX_WAITING=0, FLASK_ASGI_QUEUE_TIMEOUT=0.3)
-    asgi = ASGI(app)
-    release = threading.Event()
-    entered: list[int] = []
-
-    @app.get("/block")
-    def block() -> str:
-        entered.append(1)
-        release.wait(30)
-        return "done"
-
+    blocking = _Blocking(
+        FLASK_ASGI_THREADS=3, FLASK_ASGI_MAX_WAITING=0, FLASK_ASGI_QUEUE_TIMEOUT=0.3
+    )
+    asgi, release, entered = blocking.asgi, blocking.release, blocking.entered
     before = counters.snapshot()
-    first = [asyncio.ensure_future(_get(asgi, "/block")) for _ in range(3)]
-    await _until(lambda: len(entered) == 3)
+    first = await blocking.occupy(3)
     started = time.monotonic()
     refused = await asyncio.gather(*(_get(asgi, "/block") for _ in range(5)))
     waited = time.monotonic() - started
