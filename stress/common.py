@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,24 @@ def tree_rss_mib(pid: int) -> float:
 
 
 STRESS_DIR = Path(__file__).resolve().parent
+
+
+def for_each_server(
+    servers: str, measure: Callable[[int, int], dict[str, Any]], module: str = "edges_app"
+) -> Iterator[tuple[str, float, dict[str, Any]]]:
+    """Serve stress/``module`` with ``flask serve --server S`` for each S of the
+    comma-separated ``servers``, one at a time; after a second to settle, yield (S, the
+    server's RSS in MiB then, ``measure(port, pid)``), the server stopped."""
+    for server in servers.split(","):
+        port = free_port()
+        proc = start_server(STRESS_DIR, module, port, {}, args=("--server", server))
+        try:
+            time.sleep(1.0)
+            before = tree_rss_mib(proc.pid)
+            result = measure(port, proc.pid)
+        finally:
+            stop_server(proc)
+        yield server, before, result
 
 
 def resources(port: int) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from collections import Counter
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import STRESS_DIR, free_port, start_server, stop_server, tree_rss_mib  # noqa: E402
+from common import for_each_server, tree_rss_mib  # noqa: E402
 
 LINE = b"X-Big: " + b"a" * 1015 + b"\r\n"  # 1 KiB
 BATCH = LINE * 256  # 256 KiB per send
@@ -88,16 +88,12 @@ def main() -> int:
     mib = max(0.1, min(args.mib, 100.0))
     count = max(1, min(args.count, 1_000_000))
     failed = False
-    for server in args.servers.split(","):
-        port = free_port()
-        proc = start_server(STRESS_DIR, "edges_app", port, {}, args=("--server", server))
-        try:
-            time.sleep(1.0)
-            before = tree_rss_mib(proc.pid)
-            result = huge_heads(port, proc.pid, connections, mib)
-            result["many_headers"] = many_headers(port, count)
-        finally:
-            stop_server(proc)
+
+    def measure(port: int, pid: int) -> dict[str, Any]:
+        result = huge_heads(port, pid, connections, mib)
+        return {**result, "many_headers": many_headers(port, count)}
+
+    for server, before, result in for_each_server(args.servers, measure):
         print(json.dumps({"server": server, "rss_before_mib": before, **result}), flush=True)
         failed |= result["rss_held_mib"] - before > 50 or result["many_headers"] == "200"
     return 1 if failed else 0

@@ -25,7 +25,7 @@ from collections import Counter
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import STRESS_DIR, free_port, start_server, stop_server, tree_rss_mib  # noqa: E402
+from common import for_each_server, tree_rss_mib  # noqa: E402
 
 HOLD = 2.0  # seconds the unfinished messages are held (all sent) before RSS is read
 
@@ -129,24 +129,19 @@ def main() -> int:
     connections = max(1, min(args.connections, 200))  # bounded
     mib = max(0.01, min(args.mib, 64.0))
     failed = False
-    for server in args.servers.split(","):
-        port = free_port()
-        proc = start_server(STRESS_DIR, "edges_app", port, {}, args=("--server", server))
-        try:
-            time.sleep(1.0)  # let the workers settle
-            before = tree_rss_mib(proc.pid)
-            result = asyncio.run(attack(port, proc.pid, connections, mib))
-            time.sleep(1.0)
-            after = tree_rss_mib(proc.pid)
-        finally:
-            stop_server(proc)
+
+    def measure(port: int, pid: int) -> dict[str, Any]:
+        result = asyncio.run(attack(port, pid, connections, mib))
+        time.sleep(1.0)
+        return {**result, "rss_after_close_mib": tree_rss_mib(pid)}
+
+    for server, before, result in for_each_server(args.servers, measure):
         line = {
             "server": server,
             "connections": connections,
             "message_mib": mib,
             "rss_before_mib": before,
             **result,
-            "rss_after_close_mib": after,
         }
         print(json.dumps(line), flush=True)
         failed |= set(result["close_codes"]) != {"1009"}
