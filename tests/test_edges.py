@@ -25,18 +25,16 @@ from helpers import ROOT, VENV_BIN, free_port, http_scope
 
 import flask_asgi
 
+# The stress scripts' own helpers: a server's RSS (all its processes) and how it is stopped.
+sys.path.insert(0, str(ROOT / "stress"))
+try:
+    from common import stop_server, tree_rss_mib  # noqa: E402
+finally:
+    sys.path.remove(str(ROOT / "stress"))
+
 TESTS = Path(__file__).resolve().parent
 SERVERS = ["uvicorn", "granian", "hypercorn"]
 MIB = 1024 * 1024
-
-
-def _rss_mib(pid: int) -> float:
-    sys.path.insert(0, str(ROOT / "stress"))
-    try:
-        from common import tree_rss_mib  # the stress scripts' measure: all the processes
-    finally:
-        sys.path.remove(str(ROOT / "stress"))
-    return float(tree_rss_mib(pid))
 
 
 class Served:
@@ -90,12 +88,7 @@ def served(request: pytest.FixtureRequest) -> Iterator[Served]:
     try:
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_server(proc)
 
 
 def _info(served: Served, path: str) -> tuple[int, Any]:
@@ -159,7 +152,7 @@ def test_huge_heads_are_refused_before_they_are_buffered(served: Served) -> None
     """5 connections each try to send 20 MiB of headers: each is answered 431 (uvicorn's
     h11 answers 400) and closed once past the limit (64 KiB), and the server's memory does
     not grow by what they sent (before: uvicorn took it all, 10 such took it to 554 MiB)."""
-    before = _rss_mib(served.proc.pid)
+    before = tree_rss_mib(served.proc.pid)
     line = b"X-Big: " + b"a" * 1000 + b"\r\n"
     sockets, sent = [], []
     for _ in range(5):
@@ -174,7 +167,7 @@ def test_huge_heads_are_refused_before_they_are_buffered(served: Served) -> None
         except OSError:
             pass  # the server has closed the connection
         sent.append(total)
-    grown = _rss_mib(served.proc.pid) - before
+    grown = tree_rss_mib(served.proc.pid) - before
     answers = []
     for sock in sockets:
         received = b""
