@@ -30,7 +30,8 @@ async side of issue 20's last target. The async benchmark app's ``/sleep``, an `
 view that awaits ``asyncio.sleep(0.05)``, at c=1000 on flask-asgi (``flask serve --server
 uvicorn`` / ``--server granian``, apps/flask_asgi_app.py) and on Quart (apps/quart_app.py,
 with bench/servers.py's uvicorn, granian and hypercorn commands), beside gunicorn gevent
-serving the sync app's ``time.sleep(0.05)`` view, monkey-patched (what a gevent user runs).
+serving the sync app's ``time.sleep(0.05)`` view, monkey-patched (what a gevent user runs);
+the table of the target is written to bench/results/async_c1000.md, .json and .png.
 """
 
 from __future__ import annotations
@@ -401,7 +402,9 @@ def main() -> None:
     )
     parser.add_argument("--only", default="", help="comma-separated workloads and candidates")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
-    parser.add_argument("--label", default="sync_servers")
+    parser.add_argument(
+        "--label", help="the results' name: sync_servers, async_c1000 for async-sleep-1000 alone"
+    )
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument(
         "--env",
@@ -420,6 +423,8 @@ def main() -> None:
     if only & {w.key for w in ASYNC_WORKLOADS}:
         loads = [w for w in WORKLOADS + ASYNC_WORKLOADS if w.key in only]
     names = [n for n in names if any(serves(n, w) for w in loads)]
+    if args.label is None:
+        args.label = "async_c1000" if all(w in ASYNC_WORKLOADS for w in loads) else "sync_servers"
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
         header = saved.pop("_header", f"Re-rendered from {args.from_json.name}.")
