@@ -110,7 +110,8 @@ def run_suite(
 
 
 def summary_path() -> Path:
-    return CACHE / "summary-realtime.json"
+    """Where the summary goes: one per Flask version, as for Flask's own suite."""
+    return CACHE / f"summary-realtime-flask-{version('flask')}.json"
 
 
 def main() -> int:

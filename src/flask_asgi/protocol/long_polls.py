@@ -57,6 +57,11 @@ def _walk(wsgi: Any) -> tuple[tuple[str, ...], list[Any]]:
     return tuple(found), servers
 
 
+#: The Engine.IO servers already warned about: once per server, however many ``ASGI``
+#: objects serve its app (one not held by the caller is made again when next needed).
+_warned: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def _warn_about_modes(servers: list[Any]) -> None:
     """Say so once if an Engine.IO server runs in a mode whose WebSockets need its own
     server (eventlet's, gevent's socket): their handshakes would only be refused."""
