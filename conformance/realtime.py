@@ -54,8 +54,8 @@ def sdist_folder(dist: str) -> Path:
     archives = [CACHE / f"{stem}.tar.gz", CACHE / f"{dist}-{dist_version}.tar.gz"]
     if not any(archive.exists() for archive in archives):
         done = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
-            + ["--no-binary", ":all:", f"{dist}=={dist_version}", "-d", str(CACHE)],
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--retries=1"]
+            + ["--timeout=15", "--no-binary", ":all:", f"{dist}=={dist_version}", "-d", str(CACHE)],
             capture_output=True,
             text=True,
         )
