@@ -31,9 +31,6 @@ from ..ground.lifecycle import StopSignal
 logger = logging.getLogger("flask_asgi")
 
 _MAX_DEPTH = 32
-#: Engine.IO servers already warned about: once per server, however many ASGI objects
-#: (test clients, several apps) walk the same middleware.
-_warned: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _walk(wsgi: Any) -> tuple[tuple[str, ...], list[Any]]:
