@@ -99,7 +99,6 @@ def _init(self: flask.Flask, *args: Any, **kwargs: Any) -> None:
     _created.append(self)
 
 
-flask.Flask.__init__ = _init  # type: ignore[method-assign]
 
 
 # -- the servers -------------------------------------------------------------------------
@@ -387,10 +386,15 @@ def _served_test_client(self: Any, app: flask.Flask, **kwargs: Any) -> ServedCli
     return ServedClient(app, self, **kwargs)
 
 
-with contextlib.suppress(ImportError):
-    import flask_socketio
+def pytest_configure(config: pytest.Config) -> None:
+    """Patch Flask and Flask-SocketIO only in the pytest run that loads this plugin
+    (``-p flask_asgi_realtime``): importing the module (tests/test_realtime_suites.py reads
+    ``EXCLUDED``) must leave Flask as it is."""
+    flask.Flask.__init__ = _init  # type: ignore[method-assign]
+    with contextlib.suppress(ImportError):
+        import flask_socketio
 
-    flask_socketio.SocketIO.test_client = _served_test_client  # type: ignore[method-assign]
+        flask_socketio.SocketIO.test_client = _served_test_client  # type: ignore[method-assign]
 
 
 # -- Flask-Sock --------------------------------------------------------------------------
