@@ -82,10 +82,10 @@ def _gunicorn(worker: str, port: int, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _flask_serve(server: str, port: int, app: str = "flask_sync_app") -> list[str]:
+def _flask_serve(server: str, port: int, *extra: str, app: str = "flask_sync_app") -> list[str]:
     return [
         str(BIN / "flask"), "--app", app, "serve", "--server", server,
-        "--host", HOST, "--port", str(port), "--log-level", "warning",
+        "--host", HOST, "--port", str(port), "--log-level", "warning", *extra,
     ]  # fmt: skip
 
 
@@ -112,15 +112,20 @@ CANDIDATES: dict[str, Any] = {
     "granian WSGI": _granian_wsgi,
     "flask-asgi (uvicorn)": lambda port: _flask_serve("uvicorn", port),
     "flask-asgi (granian)": lambda port: _flask_serve("granian", port),
+    "flask-asgi (granian wsgi)": lambda port: _flask_serve("granian", port, "--interface", "wsgi"),
     "inline ceiling": _inline_ceiling,
     # The async benchmark apps (async-sleep-1000 only); Quart as bench/servers.py runs it.
-    "flask-asgi async (uvicorn)": lambda port: _flask_serve("uvicorn", port, "flask_asgi_app"),
-    "flask-asgi async (granian)": lambda port: _flask_serve("granian", port, "flask_asgi_app"),
+    "flask-asgi async (uvicorn)": lambda port: _flask_serve("uvicorn", port, app="flask_asgi_app"),
+    "flask-asgi async (granian)": lambda port: _flask_serve("granian", port, app="flask_asgi_app"),
     "Quart (uvicorn)": lambda port: servers._uvicorn("quart_app:app", port),
     "Quart (granian)": lambda port: servers._granian("quart_app:app", port),
     "Quart (hypercorn)": lambda port: servers._hypercorn("quart_app:app", port),
 }
-FLASK_ASGI = ["flask-asgi (uvicorn)", "flask-asgi (granian)"]
+FLASK_ASGI = [
+    "flask-asgi (uvicorn)",
+    "flask-asgi (granian)",
+    "flask-asgi (granian wsgi)",
+]
 PEERS = ["gunicorn gthread", "gunicorn gevent", "granian WSGI"]
 ASYNC_FLASK_ASGI = ["flask-asgi async (uvicorn)", "flask-asgi async (granian)"]
 QUART = ["Quart (uvicorn)", "Quart (granian)", "Quart (hypercorn)"]

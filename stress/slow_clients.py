@@ -5,6 +5,10 @@
     python stress/slow_clients.py overload [--clients 300] [--seconds 5]
     python stress/slow_clients.py readers  [--clients 40] [--seconds 8] [--server uvicorn]
 
+Any mode also takes ``--interface wsgi`` (``--server granian``: the app all sync, its
+``/async`` view a plain ``def``, served through granian's WSGI interface) and
+``--threads N`` (FLASK_ASGI_THREADS).
+
 ``bodies``: clients send a 100-byte body to a sync view at 1 byte per second
 (FLASK_ASGI_BODY_TIMEOUT=5, 8 worker threads). ``headers``: clients send their request
 headers at 1 byte per second (FLASK_ASGI_HEADER_TIMEOUT=3). ``overload``: clients call a
@@ -231,21 +235,29 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--server", default="uvicorn", choices=["uvicorn", "granian", "hypercorn"])
+    parser.add_argument("--interface", default="asgi", choices=["asgi", "wsgi"])
+    parser.add_argument("--threads", type=int, default=None, help="FLASK_ASGI_THREADS")
     args = parser.parse_args()
+    env = dict(ENV[args.mode])
+    if args.threads:
+        env["FLASK_ASGI_THREADS"] = str(args.threads)
     clients = args.clients or {"overload": 300, "readers": 40}.get(args.mode, 500)
     seconds = args.seconds or (5.0 if args.mode == "overload" else 8.0)
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "slow_app.py").write_text(APP)
+        # Through WSGI the app must be all sync (flask serve refuses an async view).
+        app = APP.replace("async def", "def") if args.interface == "wsgi" else APP
+        (Path(tmp) / "slow_app.py").write_text(app)
         (Path(tmp) / "static").mkdir()
         (Path(tmp) / "static" / "big.bin").write_bytes(b"x" * BIG_FILE_SIZE)
         port = free_port()
-        options = ("--server", args.server)
-        proc = start_server(Path(tmp), "slow_app", port, ENV[args.mode], args=options)
+        options = ("--server", args.server, "--interface", args.interface)
+        proc = start_server(Path(tmp), "slow_app", port, env, args=options)
         try:
             result = asyncio.run(_run(args.mode, port, proc.pid, clients, seconds))
         finally:
             stop_server(proc)
     result["server"] = args.server
+    result["interface"] = args.interface
     print(json.dumps(result))
     # Under overload a sync probe may get its 503 like anyone else; an async one may not.
     allowed = ("/sync 503",) if args.mode == "overload" else ()

@@ -19,6 +19,7 @@ from werkzeug.debug import DebuggedApplication
 
 from .extension import ASGI
 from .ground.settings import DEFAULTS, SettingError
+from .protocol.wsgi_entry import wsgi_blockers
 from .serving import DEFAULT, SERVERS, ServerMissing, serve_options
 from .serving.options import ROOT_PATH_ENV, UnderRootPath
 
@@ -143,6 +144,14 @@ def check_debug_host(host: str, allow_remote: bool) -> None:
     " (default: the app's FLASK_ASGI_SHUTDOWN_TIMEOUT, 10).",
 )
 @click.option(
+    "--interface",
+    type=click.Choice(["asgi", "wsgi"]),
+    default=None,
+    help="How the server calls the app (default: the app's FLASK_ASGI_INTERFACE, asgi)."
+    " wsgi: an all-sync app through granian's WSGI interface, faster, without the slow-client"
+    " defences (docs/deployment.md).",
+)
+@click.option(
     "--allow-remote-debugger",
     is_flag=True,
     default=False,
@@ -161,6 +170,7 @@ def serve_command(
     root_path: str,
     loop: str,
     timeout_graceful_shutdown: float | None,
+    interface: str | None,
     allow_remote_debugger: bool,
 ) -> None:
     check_debug_host(host, allow_remote_debugger)
@@ -176,10 +186,27 @@ def serve_command(
     options = serve_options(
         asgi.app.config, host, port, workers=workers, reload=reload, log_level=log_level,
         root_path=root_path, loop=loop, timeout_graceful_shutdown=timeout_graceful_shutdown,
+        interface=interface,
     )  # fmt: skip
     server = SERVERS[server_name]
+    if options.interface == "wsgi":
+        if server.wsgi_module is None:
+            raise click.UsageError(
+                f"--interface wsgi (FLASK_ASGI_INTERFACE): --server {server_name} has no WSGI"
+                " interface flask-asgi serves through; use --server granian"
+            )
+        blockers = wsgi_blockers(asgi.app)
+        if blockers:  # checked again in each worker, once its app is loaded
+            raise click.UsageError(
+                "--interface wsgi (FLASK_ASGI_INTERFACE) serves only all-sync apps; this one"
+                " has " + "; ".join(blockers) + "."
+            )
     try:
-        if server.in_process and options.one_process:
+        if options.interface == "wsgi":
+            if info.app_import_path:
+                os.environ[_APP_ENV] = info.app_import_path
+            status = server.load("wsgi").run(APP_FACTORY, options)
+        elif server.in_process and options.one_process:
             status = server.load_in_process().run_app(debug_setup(asgi), options)
         else:  # the server's processes load the app by import path, through app_factory
             if info.app_import_path:

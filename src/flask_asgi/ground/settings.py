@@ -33,6 +33,7 @@ INTERNAL_ENV = frozenset(
     {
         "FLASK_ASGI_CLI_APP",
         "FLASK_ASGI_CLI_ROOT_PATH",
+        "FLASK_ASGI_CLI_WSGI_TARGET",
         "FLASK_ASGI_FLASK_SDIST",
         "FLASK_ASGI_BENCH_VENV",
     }
@@ -112,6 +113,14 @@ def path(value: Any) -> str:
     text = value.strip()
     if text and (not text.startswith("/") or any(c in text for c in " ?#\t\r\n")):
         raise ValueError("not a path")
+    return text
+
+
+def interface(value: Any) -> str:
+    """The interface ``flask serve --server granian`` serves the app through."""
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text not in ("asgi", "wsgi"):
+        raise ValueError("not 'asgi' or 'wsgi'")
     return text
 
 
@@ -301,6 +310,13 @@ SETTINGS: dict[str, Setting] = _declare(
         gc_setting,
         "'auto', 'off', or 1 to 3 comma-separated positive whole numbers ('50000,10,10')",
         "Garbage-collector tuning of a serving process.",
+    ),
+    Setting(
+        "FLASK_ASGI_INTERFACE",
+        "asgi",
+        interface,
+        "'asgi' or 'wsgi' (an all-sync app on --server granian)",
+        "How flask serve --server granian calls the app ('wsgi': faster, fewer defences).",
     ),
 )
 

@@ -47,8 +47,18 @@ class Server:
     #: Serves an app object in this process (one process, no reloader): the app's own
     #: lifecycle then drives the shutdown (ASGI.run/serve, flask serve without --workers).
     in_process: bool = False
+    #: The module serving through the server's WSGI interface (FLASK_ASGI_INTERFACE=wsgi:
+    #: an all-sync app), if it has one flask-asgi uses.
+    wsgi_module: str | None = None
 
-    def load(self) -> ServerModule:
+    def load(self, interface: str = "asgi") -> ServerModule:
+        if interface == "wsgi":
+            if self.wsgi_module is None:
+                raise ValueError(
+                    f"FLASK_ASGI_INTERFACE=wsgi: --server {self.name} is served through ASGI"
+                    " only (granian offers a WSGI interface)"
+                )
+            return cast(ServerModule, importlib.import_module(self.wsgi_module))
         return cast(ServerModule, importlib.import_module(self.module))
 
     def load_in_process(self) -> InProcessServerModule:
@@ -62,7 +72,7 @@ SERVERS = {
     server.name: server
     for server in (
         Server("uvicorn", f"{__name__}.uvicorn_server", in_process=True),
-        Server("granian", f"{__name__}.granian_server"),
+        Server("granian", f"{__name__}.granian_server", wsgi_module=f"{__name__}.granian_wsgi"),
         Server("hypercorn", f"{__name__}.hypercorn_server"),
     )
 }

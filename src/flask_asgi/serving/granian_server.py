@@ -48,8 +48,17 @@ def backpressure(options: ServeOptions) -> int:
     return admitted + BACKPRESSURE_HEADROOM
 
 
-def granian_server(factory: str, options: ServeOptions) -> Any:
-    """A ``granian.Granian`` server for ``options`` that loads the app with ``factory``."""
+def wsgi_backpressure(options: ServeOptions) -> int:
+    """granian's cap on requests in flight per worker under its WSGI interface: the
+    threads and the requests that may wait for one (FLASK_ASGI_MAX_WAITING; 0: no cap)."""
+    if options.max_waiting <= 0:
+        return options.threads + BACKPRESSURE_HEADROOM
+    return options.threads + options.max_waiting
+
+
+def granian_server(factory: str, options: ServeOptions, wsgi: bool = False) -> Any:
+    """A ``granian.Granian`` server for ``options`` that loads the app with ``factory``
+    (``wsgi``: a WSGI callable, called from ``FLASK_ASGI_THREADS`` blocking threads)."""
     try:
         from granian import Granian
         from granian.constants import Interfaces, Loops
@@ -62,10 +71,15 @@ def granian_server(factory: str, options: ServeOptions) -> Any:
         factory=True,
         address=options.host,
         port=options.port,
-        interface=Interfaces.ASGI,  # with the lifespan protocol (ASGINL has none)
+        # ASGI with the lifespan protocol (ASGINL has none); WSGI: granian_wsgi.py.
+        interface=Interfaces.WSGI if wsgi else Interfaces.ASGI,
         loop=Loops(options.loop),
         workers=options.workers,
-        backpressure=backpressure(options),
+        # Under WSGI, granian's own queue is the only one: requests past the threads wait
+        # in it, up to FLASK_ASGI_MAX_WAITING (more stay unaccepted, as on gunicorn).
+        backpressure=wsgi_backpressure(options) if wsgi else backpressure(options),
+        blocking_threads=options.threads if wsgi else None,
+        websockets=not wsgi,  # granian's WSGI has none (it would say so at every start)
         reload=options.reload,
         log_level=LogLevels(_LOG_LEVELS.get(options.log_level, options.log_level)),
         # Access lines are info: on at info and below, as uvicorn's (granian's access

@@ -19,6 +19,7 @@ _APP_SETTINGS = {
     "header_timeout": ("FLASK_ASGI_HEADER_TIMEOUT", float),
     "drain_delay": ("FLASK_ASGI_DRAIN_DELAY", float),
     "websocket_max_message": ("FLASK_ASGI_WEBSOCKET_MAX_MESSAGE", int),
+    "interface": ("FLASK_ASGI_INTERFACE", str),
 }
 #: The app's request limits, whole numbers: a server with a concurrency cap of its own
 #: (granian's backpressure) sets it above them, so flask-asgi decides what is refused.
@@ -67,6 +68,9 @@ class ServeOptions:
     max_waiting: int = 2048
     #: Worker threads for sync views (FLASK_ASGI_THREADS).
     threads: int = 256
+    #: "asgi", or "wsgi": an all-sync app through the server's WSGI interface
+    #: (FLASK_ASGI_INTERFACE, unless --interface).
+    interface: str = "asgi"
 
     @property
     def one_process(self) -> bool:
