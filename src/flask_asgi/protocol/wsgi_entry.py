@@ -20,8 +20,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from flask import Flask
-from werkzeug.exceptions import ServiceUnavailable
+from flask import Flask, has_request_context, request
+from werkzeug.exceptions import RequestEntityTooLarge, ServiceUnavailable
 
 from ..ground.app_state import app_state
 from ..ground.counters import counters
@@ -74,6 +74,8 @@ class WsgiEntry:
                 return _wsgi_messages(probe, start_response)
         if self.script_name:
             environ["SCRIPT_NAME"] = self.script_name + environ.get("SCRIPT_NAME", "")
+        if "HTTP_TRANSFER_ENCODING" in environ:  # a chunked body: 413 past the limit
+            environ["wsgi.input"] = _CappedInput(environ["wsgi.input"])
         state = self.state
         max_requests: int = config["FLASK_ASGI_MAX_REQUESTS"]
         with self._lock:
@@ -147,6 +149,39 @@ class _Counted:
                 close()
         finally:
             self.entry._end()
+
+
+class _CappedInput:
+    """A chunked body (no Content-Length) refused with 413 once it passes
+    ``MAX_CONTENT_LENGTH``, as on the ASGI path (``body.py``): Werkzeug's LimitedStream
+    stops quietly at the limit and hands the app a truncated body."""
+
+    __slots__ = ("stream", "received", "limit")
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.received = 0
+        self.limit: int | None | bool = False  # looked up at the first read
+
+    def _count(self, data: bytes) -> bytes:
+        if self.limit is False:
+            self.limit = request.max_content_length if has_request_context() else None
+        self.received += len(data)
+        limit = self.limit
+        if limit is not None and (
+            self.received > limit or (self.received == limit and self.stream.read(1))
+        ):
+            raise RequestEntityTooLarge()
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._count(self.stream.read(size))
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self._count(self.stream.readline(size))
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.readline, b"")
 
 
 def _with(start_response: StartResponse) -> StartResponse:

@@ -84,7 +84,9 @@ class _Lifespan:
         self.task = asyncio.run_coroutine_threadsafe(self._run(), self.loop)
         message = self.started.result()
         if message["type"] != "lifespan.startup.complete":
-            raise RuntimeError(f"flask-asgi startup failed: {message.get('message', '')}")
+            # Logged with its traceback by the lifespan: the worker exits, as under ASGI
+            # (granian then stops, status 1).
+            raise SystemExit(1)
 
     def stop(self) -> None:
         stopping = self.stopping
