@@ -10,7 +10,8 @@ body, ``/sleep``: ``time.sleep(0.05)``, standing for a database or HTTP wait), s
   before it loads the app, so ``time.sleep`` yields, as gevent users run it),
 * granian ``--interface wsgi`` (1 worker, granian's defaults otherwise),
 * flask-asgi: ``flask --app flask_sync_app serve --server uvicorn`` and ``--server granian``
-  (the views run in flask-asgi's worker-thread pool, FLASK_ASGI_THREADS),
+  (the views run in flask-asgi's worker-thread pool, FLASK_ASGI_THREADS), and ``--server
+  granian --interface wsgi`` (granian's WSGI threads call flask-asgi's WSGI entry),
 * the inline ceiling (hello and echo only): NOT a runtime, the same views called inline on
   uvicorn's loop (apps/inline_flask_app.py), the most an adapter can reach on uvicorn.
 
