@@ -33,7 +33,7 @@ logger = logging.getLogger("flask_asgi")
 _MAX_DEPTH = 32
 
 
-def _walk(wsgi: Any) -> tuple[tuple[str, ...], list[Any]]:
+def walk_middleware(wsgi: Any) -> tuple[tuple[str, ...], list[Any]]:
     """The long-poll path prefixes in the middleware stack ``wsgi``, and their Engine.IO
     servers."""
     found: list[str] = []
@@ -102,7 +102,7 @@ class LongPollPaths:
             return False  # no middleware: the common case costs one dict lookup
         if wsgi is not self._for:
             self._for = wsgi
-            self._prefixes, self._servers = _walk(wsgi)
+            self._prefixes, self._servers = walk_middleware(wsgi)
             _warn_about_modes(self._servers)
         return bool(self._prefixes) and path.startswith(self._prefixes)
 

@@ -26,7 +26,7 @@ from werkzeug.exceptions import RequestEntityTooLarge, ServiceUnavailable
 from ..ground.app_state import app_state
 from ..ground.counters import counters
 from .dispatch import view_is_async
-from .long_polls import _walk as walk_long_polls
+from .long_polls import walk_middleware as walk_long_polls
 from .probes import HEALTH_KEY, METRICS_KEY, READY_KEY, probe_response
 from .queue_timeout import RETRY_AFTER
 
