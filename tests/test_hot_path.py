@@ -438,7 +438,7 @@ async def test_a_request_with_nothing_to_undo_skips_end_and_one_with_a_timer_doe
 
 
 async def test_a_request_that_waited_leaves_the_watch_schedule_when_it_ends() -> None:
-    from flask_asgi.protocol import http
+    from flask_asgi.protocol import disconnect_watch
 
     app = Flask(__name__)
 
@@ -458,7 +458,7 @@ async def test_a_request_that_waited_leaves_the_watch_schedule_when_it_ends() ->
         sent.append(message)
 
     await asyncio.gather(*(asgi(http_scope("/wait"), receive, send) for _ in range(5)))
-    schedule = http._schedule()
+    schedule = disconnect_watch.watch_schedule()
     assert [m["status"] for m in sent if "status" in m] == [200] * 5
     assert not schedule.young and not schedule.old  # each was discarded at its end
 

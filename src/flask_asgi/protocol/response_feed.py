@@ -49,8 +49,9 @@ _closing: set[asyncio.Task[None]] = set()
 class ResponseFeed:
     """The bounded buffer between a worker thread (which iterates) and the loop (which sends).
 
-    Made by ``respond`` in the worker thread once the headers are known; ``http.py`` sets
-    ``context`` (the Context the thread ran in) and awaits :meth:`stream` on the loop.
+    Made by ``respond`` in the worker thread once the headers are known; ``run_responding``
+    sets ``context`` (the Context the thread ran in) and ``sync_path.py`` awaits
+    :meth:`stream` on the loop.
     """
 
     def __init__(
