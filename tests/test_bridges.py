@@ -367,7 +367,7 @@ async def test_throw_into_plain_iterator_raises_at_the_await_point() -> None:
 async def test_run_in_worker_cancelled_before_start_skips_the_job() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from flask_asgi.ground.bridge import run_in_worker
+    from flask_asgi.ground.worker_calls import run_in_worker
 
     release = threading.Event()
     ran: list[str] = []

@@ -280,8 +280,8 @@ async def test_a_receive_that_is_no_coroutine_function_is_left_to_the_app() -> N
 async def test_a_worker_job_whose_caller_was_cancelled_counts_until_it_ends() -> None:
     import threading
 
-    from flask_asgi.ground.bridge import run_in_worker
     from flask_asgi.ground.pools import worker_pool
+    from flask_asgi.ground.worker_calls import run_in_worker
 
     pool: Any = worker_pool(3)
     release = threading.Event()
@@ -319,6 +319,41 @@ async def test_a_worker_job_whose_caller_was_cancelled_counts_until_it_ends() ->
     release.set()
     await asyncio.gather(*blockers)
     assert pool.pending == before
+
+
+async def test_worker_jobs_reuse_idle_threads_and_all_outcomes_come_back() -> None:
+    import threading
+
+    from flask_asgi.ground.pools import WorkerPool
+    from flask_asgi.ground.worker_calls import run_in_worker
+
+    pool = WorkerPool(max_workers=8, thread_name_prefix="test-hop")
+    try:
+        # One job at a time: idle threads take them, no new thread per job (a thread
+        # counts as idle once it has handed its outcome back: two may take turns).
+        names = [await run_in_worker(pool, lambda: threading.current_thread().name)]
+        for _ in range(50):
+            names.append(await run_in_worker(pool, lambda: threading.current_thread().name))
+        assert len(set(names)) <= 2 and len(pool._threads) <= 2
+
+        # 400 at once, ending while the loop is busy: each caller gets its own outcome,
+        # errors included, however many come back in one wake-up of the loop.
+        def job(i: int) -> int:
+            if i % 7 == 0:
+                raise ValueError(i)
+            return i * 2
+
+        outcomes = await asyncio.gather(
+            *(run_in_worker(pool, job, i) for i in range(400)), return_exceptions=True
+        )
+        for i, outcome in enumerate(outcomes):
+            if i % 7 == 0:
+                assert isinstance(outcome, ValueError) and outcome.args == (i,)
+            else:
+                assert outcome == i * 2
+        assert pool.pending == 0 and len(pool._threads) <= 8
+    finally:
+        pool.shutdown(wait=True)
 
 
 # -- entering the request greenlet with a plain call (bridge.enter_greenlet) -------------

@@ -46,9 +46,10 @@ from flask.ctx import AppContext
 
 from ..ground.app_state import app_state
 from ..ground.background_loop import background_loop
-from ..ground.bridge import _worker_loop, await_, greenlet_await, run_in_greenlet, run_in_worker
+from ..ground.bridge import await_, greenlet_await, run_in_greenlet
 from ..ground.pools import worker_pool
 from ..ground.settings import DEFAULTS
+from ..ground.worker_calls import run_in_worker, worker_loop
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response
@@ -135,7 +136,7 @@ class BackgroundTasks:
         else:  # on a loop's thread: an async view, a request greenlet, a lifespan hook
             self._create(app, job, loop)
             return
-        loop_or_none = _worker_loop.get()  # a flask-asgi worker thread
+        loop_or_none = worker_loop.get()  # a flask-asgi worker thread
         if loop_or_none is None and self.loop is not None and self.loop.is_running():
             loop_or_none = self.loop  # a thread of the app's own, while serving
         if loop_or_none is None:

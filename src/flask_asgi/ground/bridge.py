@@ -20,29 +20,23 @@ Code that is not in such a greenlet awaits differently:
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import inspect
 import threading
 import types
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from concurrent.futures import Executor
 from typing import Any, ParamSpec, TypeVar, cast
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
 from .background_loop import background_loop
-from .pools import WorkerPool, current_executor
+from .pools import current_executor
 from .websocket_needs_asgi import WebSocketNeedsASGI, reached_without_connection
+from .worker_calls import run_in_worker, worker_loop
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-#: The loop a flask-asgi worker thread hands its coroutines to (None outside such threads).
-_worker_loop: contextvars.ContextVar[asyncio.AbstractEventLoop | None] = contextvars.ContextVar(
-    "flask_asgi_worker_loop", default=None
-)
 
 
 class BridgeGreenlet(greenlet):  # type: ignore[misc]
@@ -303,7 +297,7 @@ def greenlet_await(awaitable: Awaitable[T]) -> Awaitable[T]:
 
 async def _on_loop(awaitable: Awaitable[T]) -> T:
     """Await, on the loop, what a thread handed over (this task has its own Context copy)."""
-    _worker_loop.set(None)  # nested await_ calls happen on the loop now, not in the thread
+    worker_loop.set(None)  # nested await_ calls happen on the loop now, not in the thread
     return await greenlet_await(awaitable)
 
 
@@ -316,7 +310,7 @@ def await_(awaitable: Awaitable[T]) -> T:
     """
     if type(getcurrent()) is BridgeGreenlet:
         return _step(awaitable)
-    loop = _worker_loop.get()
+    loop = worker_loop.get()
     if loop is None:
         try:
             asyncio.get_running_loop()
@@ -385,82 +379,6 @@ def cached_ensure_sync(app: Any) -> Callable[[Callable[..., Any]], Callable[...,
         return wrapped
 
     return ensure_sync
-
-
-def _call_in_worker(
-    loop: asyncio.AbstractEventLoop, fn: Callable[..., T], args: tuple[Any, ...]
-) -> T:
-    _worker_loop.set(loop)
-    return fn(*args)
-
-
-def _resolve(
-    future: asyncio.Future[Any], result: Any, error: BaseException | None, pool: WorkerPool | None
-) -> None:
-    if pool is not None:
-        pool.pending -= 1  # the job is over, whether or not its caller still waits
-    if future.cancelled():
-        return  # the caller was cancelled: the job ran (or was skipped) for nobody
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-
-
-def _job(
-    ctx: contextvars.Context,
-    loop: asyncio.AbstractEventLoop,
-    future: asyncio.Future[Any],
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    pool: WorkerPool | None,
-) -> None:
-    """Run in the worker thread; hand the outcome to the loop in one callback."""
-    try:
-        result, error = ctx.run(_call_in_worker, loop, fn, args), None
-    except BaseException as exc:  # noqa: B036 - re-raised by the awaiting task
-        result, error = None, exc
-    try:
-        loop.call_soon_threadsafe(_resolve, future, result, error, pool)
-    except RuntimeError:
-        pass  # the loop is closed: no one is waiting any more
-
-
-async def run_in_worker(
-    executor: Executor | None,
-    fn: Callable[..., T],
-    *args: Any,
-    context: contextvars.Context | None = None,
-) -> T:
-    """Run ``fn(*args)`` in ``executor`` with a copy of the current contextvars Context
-    (or in ``context`` itself: the later jobs of one request, which must see what the
-    first one set, such as the pumps of a streamed response).
-
-    The copy carries Flask's contexts into the thread and keeps whatever the thread sets
-    (Flask pushes its own contexts there) from leaking into the caller or the next job.
-    The outcome comes back to an asyncio future in one ``call_soon_threadsafe``, not
-    through ``loop.run_in_executor``'s ``wrap_future`` chain of callbacks and state copies
-    (measured: 18 against 24-30 us per round trip on uvloop). A task cancelled before its
-    job starts still skips the job, as with ``run_in_executor``; a job that has started
-    runs on and is counted in ``WorkerPool.pending`` until it ends.
-    """
-    loop = asyncio.get_running_loop()
-    ctx = contextvars.copy_context() if context is None else context
-    if executor is None:  # the loop's default executor, which only run_in_executor knows
-        return await loop.run_in_executor(None, ctx.run, _call_in_worker, loop, fn, args)
-    pool = executor if type(executor) is WorkerPool else None
-    if pool is not None:
-        pool.pending += 1  # busy / waiting workers, for asgi.stats()
-    future: asyncio.Future[T] = loop.create_future()
-    submitted = executor.submit(_job, ctx, loop, future, fn, args, pool)
-    try:
-        return await future
-    except asyncio.CancelledError:
-        # A job that has not started is skipped; one that runs holds its thread until it
-        # ends, and stays counted until then (_resolve).
-        if submitted.cancel() and pool is not None:
-            pool.pending -= 1
-        raise
 
 
 async def run_sync(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

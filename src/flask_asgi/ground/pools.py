@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import thread as _thread
 from typing import Any, TypeVar
 
 from flask import current_app, has_app_context
@@ -17,12 +19,81 @@ _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
 
 
+def _executor_shutdown() -> bool:
+    """The interpreter is shutting down: ThreadPoolExecutor's workers take no new job."""
+    return bool(_thread._shutdown)
+
+
+class Job:
+    """A call queued by :meth:`WorkerPool.start`: no ``concurrent.futures.Future``, whose
+    locks and conditions were a measurable part of a sync request's thread hop. Its
+    callable hands the outcome back itself; :meth:`cancel` skips it if it has not begun."""
+
+    __slots__ = ("_claim", "fn", "args")
+
+    def __init__(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        self._claim = [True]  # popped once: by the thread that runs it, or by cancel()
+        self.fn = fn
+        self.args = args
+
+    def run(self) -> None:
+        """In a worker thread (ThreadPoolExecutor's worker calls ``run()``)."""
+        try:
+            self._claim.pop()  # atomic: the job or its cancellation, never both
+        except IndexError:
+            return
+        self.fn(*self.args)  # never raises: run_in_worker's job catches everything
+
+    def cancel(self) -> bool:
+        """True if the job will not run (it had not begun)."""
+        try:
+            self._claim.pop()
+        except IndexError:
+            return False
+        return True
+
+
+class _IdleCount:
+    """ThreadPoolExecutor's count of idle threads without ``threading.Semaphore``'s
+    Condition (pure Python, taken twice per job): it is only ever released, and acquired
+    without waiting (``acquire(timeout=0)``), and a deque's append and pop are atomic."""
+
+    __slots__ = ("_tokens",)
+
+    def __init__(self) -> None:
+        self._tokens: deque[None] = deque()
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        try:
+            self._tokens.pop()
+        except IndexError:
+            return False
+        return True
+
+    def release(self, n: int = 1) -> None:
+        self._tokens.extend([None] * n)
+
+
 class WorkerPool(ThreadPoolExecutor):
     """flask-asgi's worker pool; ``pending`` counts the jobs submitted and not yet done
     (running or waiting for a thread), kept by ``run_in_worker`` on the loop thread."""
 
     pending = 0
     _lent_lock = threading.Lock()
+
+    def __init__(self, max_workers: int, thread_name_prefix: str = "") -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
+        self._idle_semaphore = _IdleCount()  # type: ignore[assignment]
+
+    def start(self, fn: Callable[..., object], args: tuple[Any, ...]) -> Job:
+        """Queue ``fn(*args)`` as :meth:`submit` does, without a Future (``fn`` must not
+        raise). The pool's threads, their bound and their start-up are ThreadPoolExecutor's."""
+        if self._shutdown or _executor_shutdown():
+            raise RuntimeError("cannot schedule new jobs after shutdown")
+        job = Job(fn, args)
+        self._work_queue.put(job)  # type: ignore[arg-type]
+        self._adjust_thread_count()
+        return job
 
     def lend(self) -> None:
         """One of the workers has become a connection's thread (a sync WebSocket handler

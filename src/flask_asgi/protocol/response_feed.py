@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from werkzeug.wsgi import FileWrapper
 
-from ..ground.bridge import run_in_worker
+from ..ground.worker_calls import run_in_worker
 
 #: A file (``send_file``, ``/static``) is read in blocks of this size, not Werkzeug's 8 KiB:
 #: eight times fewer messages for the loop to send.

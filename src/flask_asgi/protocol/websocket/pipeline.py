@@ -21,8 +21,9 @@ from werkzeug.exceptions import HTTPException
 from ...ground import flask_compat
 from ...ground.app_state import app_state
 from ...ground.asgi_types import Receive, Send
-from ...ground.bridge import await_, run_in_greenlet, run_in_worker
+from ...ground.bridge import await_, run_in_greenlet
 from ...ground.pools import WorkerPool
+from ...ground.worker_calls import run_in_worker
 from .connection import WebSocket, WebSocketDisconnect, _current
 from .handshake import (
     CROSS_ORIGIN,

@@ -24,8 +24,8 @@ from typing import Any
 
 from flask import Flask
 
-from ...ground.bridge import run_in_worker
 from ...ground.pools import connection_threads
+from ...ground.worker_calls import run_in_worker
 from .connection import WebSocket
 from .handshake import refuse
 from .wsgi_socket import UpgradeSocket
