@@ -36,8 +36,10 @@ class Job:
         self.fn = fn
         self.args = args
 
-    def run(self) -> None:
-        """In a worker thread (ThreadPoolExecutor's worker calls ``run()``)."""
+    def run(self, ctx: object = None) -> None:
+        """In a worker thread. ThreadPoolExecutor's worker calls ``run()`` up to Python
+        3.13 and ``run(ctx)`` from 3.14 (its WorkerContext, which only matters with an
+        initializer: the pool has none)."""
         try:
             self._claim.pop()  # atomic: the job or its cancellation, never both
         except IndexError:
