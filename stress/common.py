@@ -58,10 +58,12 @@ def start_server(
     log: Path | None = None,
     args: tuple[str, ...] = (),
     workers: int = 2,
+    ready_path: str = "/async",
 ) -> subprocess.Popen[bytes]:
     """``flask --app module serve [args]``, or another of ``SETUPS`` (``workers``: processes,
     for the setups that start several; ``args`` go after the setup's own); ``log``: a file
-    for the server's output (warnings and errors), else it is dropped."""
+    for the server's output (warnings and errors), else it is dropped. It is ready when
+    ``GET ready_path`` answers 200."""
     words = {"module": module, "port": str(port), "workers": str(workers)}
     program, *setup = (word.format(**words) for word in SETUPS[server])
     command = [str(BIN / program), *setup, *args]
@@ -77,7 +79,7 @@ def start_server(
     finally:
         if log is not None:
             output.close()  # type: ignore[union-attr]  # the child has its own copy
-    wait_ready(port, proc)
+    wait_ready(port, proc, ready_path)
     return proc
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures import thread as _thread
+from queue import Empty, SimpleQueue
 from typing import Any, TypeVar
 
 from flask import current_app, has_app_context
@@ -100,16 +102,29 @@ class WorkerPool(ThreadPoolExecutor):
     def lend(self) -> None:
         """One of the workers has become a connection's thread (a sync WebSocket handler
         that took ``werkzeug.socket``, as Flask-Sock's do, keeps it until the connection
-        closes): the pool may start one more, so that open connections do not count
-        against ``FLASK_ASGI_THREADS`` and sync views keep their workers."""
+        closes): the pool starts one more, so that open connections do not count against
+        ``FLASK_ASGI_THREADS`` and sync views keep their workers.
+
+        Called in the lent worker itself, not on the loop: ThreadPoolExecutor starts a
+        thread in ``submit``, and ``Thread.start()`` waits for the new thread to run."""
         with self._lent_lock:
             self._max_workers += 1  # read by ThreadPoolExecutor at each submit
+        # Jobs queued meanwhile (a burst of handshakes) need that thread now, not at the
+        # next submit: an empty job makes ThreadPoolExecutor start it if none is idle.
+        try:
+            self.submit(_nothing)
+        except RuntimeError:  # the pool is shut down: nothing will run any more
+            pass
 
     def give_back(self) -> None:
         """The connection has closed: the bound is the configured one again (a thread
         started meanwhile stays, idle, and serves later jobs)."""
         with self._lent_lock:
             self._max_workers -= 1
+
+
+def _nothing() -> None:
+    pass
 
 
 def worker_pool(size: int) -> ThreadPoolExecutor:
@@ -132,36 +147,83 @@ def current_executor() -> ThreadPoolExecutor | None:
     return None
 
 
+#: A job of :class:`ConnectionThreads`: its future, the function and its arguments.
+_Job = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
 class ConnectionThreads(Executor):
-    """One new thread per job, as Werkzeug's threaded server has per connection.
+    """A thread per job, as Werkzeug's threaded server has per connection.
 
     For WSGI code that keeps a WebSocket for its whole life in the thread that took it
     (``environ["werkzeug.socket"]``: Flask-SocketIO's threading mode, simple-websocket):
     in the bounded worker pool, ``FLASK_ASGI_THREADS`` such connections would hold every
-    worker and stop the sync views. ``running`` counts the threads alive.
+    worker and stop the sync views. ``running`` counts the jobs running.
+
+    The caller (the event loop) never starts a thread: ``Thread.start()`` waits until the
+    new thread runs, and with a thousand connections' threads wanting the GIL one start
+    held the loop, and every connection's I/O, for 0.5 s (measured, 1,000 Socket.IO
+    clients). A starter thread starts them instead, and a thread whose job has ended waits
+    ``IDLE_SECONDS`` for another (a burst of long-polls reuses threads) before it ends.
     """
 
+    IDLE_SECONDS = 10.0
     running = 0
     _count_lock = threading.Lock()
 
+    def __init__(self) -> None:
+        self._fresh()
+        # In a forked process (a server's worker) the parent's threads are not there.
+        os.register_at_fork(after_in_child=self._fresh)
+
+    def _fresh(self) -> None:
+        self._jobs: SimpleQueue[_Job] = SimpleQueue()
+        self._idle = threading.Semaphore(0)  # threads waiting for a job, not yet claimed
+        self._to_start: SimpleQueue[None] = SimpleQueue()
+        self._starter: threading.Thread | None = None
+        self._starter_lock = threading.Lock()
+
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         future: Future[T] = Future()
-
-        def run() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
-            with self._count_lock:
-                ConnectionThreads.running += 1
-            try:
-                future.set_result(fn(*args, **kwargs))
-            except BaseException as exc:  # noqa: B036 - handed to the waiter
-                future.set_exception(exc)
-            finally:
-                with self._count_lock:
-                    ConnectionThreads.running -= 1
-
-        threading.Thread(target=run, name="flask-asgi-connection", daemon=True).start()
+        self._jobs.put((future, fn, args, kwargs))
+        if not self._idle.acquire(blocking=False):  # no idle thread claimed: one more
+            self._to_start.put(None)
+            if self._starter is None:
+                self._start_starter()
         return future
+
+    def _start_starter(self) -> None:
+        with self._starter_lock:  # once per process
+            if self._starter is None:
+                self._starter = threading.Thread(
+                    target=self._start_threads, name="flask-asgi-connection-starter", daemon=True
+                )
+                self._starter.start()
+
+    def _start_threads(self) -> None:
+        while True:
+            self._to_start.get()
+            threading.Thread(target=self._serve, name="flask-asgi-connection", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                future, fn, args, kwargs = self._jobs.get(timeout=self.IDLE_SECONDS)
+            except Empty:
+                if self._idle.acquire(blocking=False):
+                    return  # idle, and no submit has claimed this thread
+                continue  # a submit claimed it: its job is on the way
+            if future.set_running_or_notify_cancel():
+                with self._count_lock:
+                    ConnectionThreads.running += 1
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:  # noqa: B036 - handed to the waiter
+                    future.set_exception(exc)
+                finally:
+                    with self._count_lock:
+                        ConnectionThreads.running -= 1
+            del future, fn, args, kwargs  # an idle thread holds nothing of the last job
+            self._idle.release()
 
 
 connection_threads = ConnectionThreads()

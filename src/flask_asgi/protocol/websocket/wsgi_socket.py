@@ -115,9 +115,11 @@ class UpgradeSocket:
         #: The app answered ``101``: the connection is the app's (engineio then raises).
         self.upgraded = False
         #: The worker pool whose thread runs the app (a sync WebSocket route), if any: that
-        #: thread is lent to the connection from the upgrade to the end.
+        #: thread is lent to the connection from the upgrade to the end (``send`` lends it,
+        #: in that thread, once the ``101`` is out).
         self.pool: WorkerPool | None = None
         self._lent = False
+        self._finished = False
 
     # -- the app's side (any thread but the loop's) ----------------------------------------
 
@@ -150,6 +152,12 @@ class UpgradeSocket:
             done.result()
         except WebSocketDisconnect:
             raise BrokenPipeError("the WebSocket connection is closed") from None
+        if self.upgraded and self.pool is not None and not self._lent:
+            with self._lock:
+                lend = not self._lent and not self._finished
+                self._lent = self._lent or lend
+            if lend:
+                self.pool.lend()  # in the app's thread: it may start a thread
         return len(data)
 
     def sendall(self, data: bytes, flags: int = 0) -> None:
@@ -181,9 +189,6 @@ class UpgradeSocket:
                     )
                 await self._ws.accept_async(headers.get("sec-websocket-protocol") or None)
                 self.upgraded = True
-                if self.pool is not None:
-                    self.pool.lend()
-                    self._lent = True
                 self._pump = self._loop.create_task(
                     self._to_app(), name="flask-asgi-werkzeug-socket"
                 )
@@ -238,8 +243,9 @@ class UpgradeSocket:
     async def finish(self) -> None:
         """After the app returned: stop passing messages, release both ends, give the
         worker back."""
-        if self._lent and self.pool is not None:
-            self._lent = False
+        with self._lock:  # never held while a thread starts (send lends outside it)
+            lent, self._lent, self._finished = self._lent, False, True
+        if lent and self.pool is not None:
             self.pool.give_back()
         if self._pump is not None and not self._pump.done():
             self._pump.cancel()
