@@ -278,7 +278,7 @@ def test_a_burst_of_flask_sock_handshakes_all_connect(
     url = f"ws://127.0.0.1:{server.port}/echo"
 
     async def scenario() -> None:
-        sockets = await asyncio.wait_for(asyncio.gather(*(connect(url) for _ in range(12))), 20)
+        sockets = await asyncio.wait_for(asyncio.gather(*(connect(url) for _ in range(40))), 30)
         try:
             for n, ws in enumerate(sockets):
                 await ws.send(f"n{n}")

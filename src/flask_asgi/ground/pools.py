@@ -109,22 +109,23 @@ class WorkerPool(ThreadPoolExecutor):
         thread in ``submit``, and ``Thread.start()`` waits for the new thread to run."""
         with self._lent_lock:
             self._max_workers += 1  # read by ThreadPoolExecutor at each submit
-        # Jobs queued meanwhile (a burst of handshakes) need that thread now, not at the
-        # next submit: an empty job makes ThreadPoolExecutor start it if none is idle.
-        try:
-            self.submit(_nothing)
-        except RuntimeError:  # the pool is shut down: nothing will run any more
+        # Jobs queued meanwhile (a burst of handshakes) need that thread now, not at the next
+        # submit. ThreadPoolExecutor starts one only when its idle count is zero, and that
+        # count keeps threads that have since taken a job (such as this one): forget it, so
+        # that the thread starts; an idle thread counts itself again after its next job.
+        # Not under the executor's lock, which the loop's submit takes: the start waits for
+        # the new thread (racing a submit, the pool may start one thread more than needed).
+        if self._shutdown:
+            return
+        while self._idle_semaphore.acquire(timeout=0):
             pass
+        self._adjust_thread_count()
 
     def give_back(self) -> None:
         """The connection has closed: the bound is the configured one again (a thread
         started meanwhile stays, idle, and serves later jobs)."""
         with self._lent_lock:
             self._max_workers -= 1
-
-
-def _nothing() -> None:
-    pass
 
 
 def worker_pool(size: int) -> ThreadPoolExecutor:
