@@ -195,7 +195,8 @@ def test_code_that_reads_another_servers_socket_is_told_what_to_do(
 def test_raw_wsgi_code_on_werkzeug_socket(app: Flask, asgi: flask_asgi.ASGI) -> None:
     """Any code that speaks RFC 6455 on ``werkzeug.socket`` works, not only
     simple-websocket: an answer written in pieces, a fragmented message, a ping answered
-    with a pong on the socket, the client's message read as a masked frame, a close code."""
+    with a pong on the socket, the client's frames masked (each with its own key), a close
+    code."""
     seen: list[Any] = []
 
     @app.route("/raw", websocket=True)
@@ -213,13 +214,12 @@ def test_raw_wsgi_code_on_werkzeug_socket(app: Flask, asgi: flask_asgi.ASGI) -> 
         sock.sendall(bytes([0x01, 3]) + b"hel")  # text, not final
         sock.sendall(bytes([0x80, 2]) + b"lo" + bytes([0x89, 1]))  # continuation; a ping...
         sock.sendall(b"!")  # ...whose payload comes in another write
-        seen.append(exactly(7))  # the pong: header, mask, payload
-        header = exactly(2)
-        assert header[0] == 0x82 and header[1] & 0x80  # a binary frame, masked
-        length = header[1] & 0x7F
-        mask = exactly(4)
-        data = bytes(b ^ mask[i % 4] for i, b in enumerate(exactly(length)))
-        seen.append(data)
+        for _ in range(2):  # the pong, then the client's message
+            header = exactly(2)
+            assert header[1] & 0x80  # masked, as a client's frames must be
+            mask = exactly(4)
+            payload = exactly(header[1] & 0x7F)
+            seen.append((header[0], bytes(b ^ mask[i % 4] for i, b in enumerate(payload))))
         sock.sendall(bytes([0x88, 4]) + (4001).to_bytes(2, "big") + b"ok")
         return ""
 
@@ -230,8 +230,54 @@ def test_raw_wsgi_code_on_werkzeug_socket(app: Flask, asgi: flask_asgi.ASGI) -> 
         with pytest.raises(flask_asgi.WebSocketDisconnect):
             ws.receive(timeout=10)
     assert (ws.close_code, ws.close_reason) == (4001, "ok")
-    assert seen[0][:2] == bytes([0x8A, 0x81]) and seen[0][-1:] == b"!"  # a masked pong
-    assert seen[1] == b"\x01\x02"
+    assert seen == [(0x8A, b"!"), (0x82, b"\x01\x02")]  # a final pong, a final binary frame
+
+
+@pytest.mark.parametrize(
+    ("written", "code"),
+    [
+        # A masked frame: a server's frames never are, and a client library rejects one.
+        (bytes([0x81, 0x82]) + b"\x01\x02\x03\x04" + bytes([ord("h") ^ 1, ord("i") ^ 2]), 1002),
+        (bytes([0x81, 2]) + b"\xff\xfe", 1007),  # a text message that is not UTF-8
+        (bytes([0x09, 0]), 1002),  # a fragmented ping
+    ],
+)
+def test_a_frame_no_client_accepts_fails_the_connection(
+    app: Flask, asgi: flask_asgi.ASGI, written: bytes, code: int
+) -> None:
+    """What the app writes on ``werkzeug.socket`` is checked as a client library checks a
+    server's frames (wsproto's). A frame such a library rejects fails the connection as it
+    would: the client gets the close code that says why; the app reads a close frame with
+    that code, then the end of its socket; its next write fails."""
+    seen: list[Any] = []
+
+    @app.route("/raw", websocket=True)
+    def raw() -> str:
+        sock = request.environ["werkzeug.socket"]
+        sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+        sock.sendall(bytes([0x81, 2]) + b"ok")
+        sock.sendall(written)
+        received = b""
+        while chunk := sock.recv(1024):  # to the end of the socket
+            received += chunk
+        seen.append(received)
+        try:
+            sock.sendall(bytes([0x81, 4]) + b"late")
+        except BrokenPipeError:
+            seen.append("broken pipe")
+        return ""
+
+    with app.test_client().websocket("/raw") as ws:
+        assert ws.receive(timeout=10) == "ok"  # frames before the bad one went through
+        with pytest.raises(flask_asgi.WebSocketDisconnect):
+            ws.receive(timeout=10)
+    assert ws.close_code == code
+    [received, broken] = seen
+    assert received[0] == 0x88 and received[1] & 0x80  # one masked close frame, then the end
+    mask, payload = received[2:6], received[6:]
+    assert len(payload) == received[1] & 0x7F
+    assert int.from_bytes(bytes(b ^ mask[i % 4] for i, b in enumerate(payload[:2]))) == code
+    assert broken == "broken pipe"
 
 
 def test_open_flask_sock_connections_leave_the_worker_pool_to_views(

@@ -18,66 +18,32 @@ exchanges whole messages with the app, so flask-asgi hands such code a stand-in,
   kernel socket's.
 
 The ASGI server negotiated compression and answers the client's pings, so the in-process
-hop carries neither. Frames written towards the app are masked, as a client's must be, with
-the all-zero key: the key only protects intermediaries on a network, and there are none.
+hop carries neither. The framing both ways is wsproto's (``FrameProtocol``, as a client):
+frames towards the app are masked with a fresh random key, as a client's must be, and what
+the app writes is checked as a client library checks it. A frame no client would accept (a
+masked one, a bad length, text that is not UTF-8...) fails the connection as such a client
+would: it is closed with the code that says why (``1002``, ``1007``), the app reads a close
+frame, then the end of its socket, and its later writes fail.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 from concurrent.futures import Future
 from typing import Any
 
+# wsproto is a base dependency (pyproject.toml): any WSGI app may take werkzeug.socket, not
+# only simple-websocket's users (who have wsproto through it). It is small, pure Python, and
+# its one dependency, h11, is uvicorn's too.
+from wsproto.frame_protocol import CloseReason, Frame, FrameProtocol, Opcode, ParseFailed
+
 from ...ground.pools import WorkerPool
 from .connection import WebSocket, WebSocketDisconnect
 
-_TEXT, _BINARY, _CLOSE, _PING, _PONG, _CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
-_ZERO_MASK = b"\x00\x00\x00\x00"
-_READ_SIZE = 65536
-
-
-def frame(opcode: int, payload: bytes) -> bytes:
-    """One final, masked (with the zero key) frame, as a client sends it."""
-    size = len(payload)
-    if size < 126:
-        head = bytes((0x80 | opcode, 0x80 | size))
-    elif size < 65536:
-        head = bytes((0x80 | opcode, 0x80 | 126)) + size.to_bytes(2, "big")
-    else:
-        head = bytes((0x80 | opcode, 0x80 | 127)) + size.to_bytes(8, "big")
-    return head + _ZERO_MASK + payload
-
-
-def take_frame(buffer: bytearray) -> tuple[int, bool, bytes] | None:
-    """Remove one whole frame from ``buffer``: ``(opcode, fin, payload)``, or None if the
-    buffer does not hold a whole frame yet."""
-    if len(buffer) < 2:
-        return None
-    size, at = buffer[1] & 0x7F, 2
-    if size == 126:
-        if len(buffer) < 4:
-            return None
-        size, at = int.from_bytes(buffer[2:4], "big"), 4
-    elif size == 127:
-        if len(buffer) < 10:
-            return None
-        size, at = int.from_bytes(buffer[2:10], "big"), 10
-    mask = b""
-    if buffer[1] & 0x80:  # a server's frames are not masked; accept a masked one anyway
-        mask, at = bytes(buffer[at : at + 4]), at + 4
-    if len(buffer) < at + size:
-        return None
-    payload = bytes(buffer[at : at + size])
-    if mask and mask != _ZERO_MASK:
-        key = (mask * (size // 4 + 1))[:size]
-        payload = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(
-            size, "big"
-        )
-    opcode, fin = buffer[0] & 0x0F, bool(buffer[0] & 0x80)
-    del buffer[: at + size]
-    return opcode, fin, payload
+logger = logging.getLogger("flask_asgi")
 
 
 def _parse_answer(head: bytes) -> tuple[int, dict[str, str]]:
@@ -107,9 +73,12 @@ class UpgradeSocket:
         self._lock = threading.Lock()
         self._app_end: socket.socket | None = None
         self._our_end: socket.socket | None = None
-        self._written = bytearray()  # what the app wrote and the loop has not parsed yet
-        self._fragments: list[bytes] = []
-        self._fragment_opcode = 0
+        self._written = bytearray()  # the app's answer, until its end is written
+        # The client's end of the hop: it frames what the client sends (masked) and parses
+        # what the app writes (pieces of a message as they come, then the whole message).
+        self._frames = FrameProtocol(client=True, extensions=[])
+        self._message: list[Any] = []  # the pieces (str or bytes) of an unfinished message
+        self._failed = False  # the app wrote what no client accepts: later writes fail
         self._writing = asyncio.Lock()
         self._pump: asyncio.Task[None] | None = None
         #: The app answered ``101``: the connection is the app's (engineio then raises).
@@ -175,13 +144,16 @@ class UpgradeSocket:
 
     async def _written_by_app(self, data: bytes) -> None:
         async with self._writing:  # writes from several threads go out in their order
-            self._written += data
-            if not self.upgraded:
+            if self._failed:
+                raise WebSocketDisconnect(CloseReason.PROTOCOL_ERROR)
+            if self.upgraded:
+                self._frames.receive_bytes(data)
+            else:
+                self._written += data
                 end = self._written.find(b"\r\n\r\n")
                 if end < 0:
                     return
                 status, headers = _parse_answer(bytes(self._written[:end]))
-                del self._written[: end + 4]
                 if status != 101:
                     raise RuntimeError(
                         f"the app wrote a {status} answer on environ['werkzeug.socket'];"
@@ -192,27 +164,44 @@ class UpgradeSocket:
                 self._pump = self._loop.create_task(
                     self._to_app(), name="flask-asgi-werkzeug-socket"
                 )
-            while (taken := take_frame(self._written)) is not None:
-                await self._frame_from_app(*taken)
+                self._frames.receive_bytes(bytes(self._written[end + 4 :]))
+                self._written.clear()
+            try:
+                for frame in self._frames.received_frames():
+                    await self._frame_from_app(frame)
+            except ParseFailed as failed:
+                # What a client library does with such a frame: fail the connection.
+                self._failed = True
+                logger.warning(
+                    "%s: the app wrote an invalid WebSocket frame on"
+                    " environ['werkzeug.socket'] (%s); the connection is closed with %d",
+                    self._ws.path,
+                    failed,
+                    failed.code,
+                )
+                reason = str(failed).encode("utf-8")[:123].decode("utf-8", "ignore")
+                await self._ws.close_async(int(failed.code), reason)
 
-    async def _frame_from_app(self, opcode: int, fin: bool, payload: bytes) -> None:
-        if opcode == _PING:
-            await self._to_app_end(frame(_PONG, payload))
-        elif opcode == _CLOSE:
-            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000
-            await self._ws.close_async(code, payload[2:].decode("utf-8", "replace"))
-        elif opcode in (_TEXT, _BINARY, _CONTINUATION):
-            if opcode != _CONTINUATION:
-                self._fragment_opcode = opcode
-            self._fragments.append(payload)
-            if fin:
-                whole = b"".join(self._fragments)
-                self._fragments.clear()
-                text = self._fragment_opcode == _TEXT
-                await self._ws.send_async(whole.decode("utf-8") if text else whole)
+    async def _frame_from_app(self, frame: Frame) -> None:
+        """One frame, or a piece of one, that the app wrote (wsproto checked it)."""
+        if frame.opcode is Opcode.PING:
+            assert isinstance(frame.payload, bytes)
+            await self._to_app_end(self._frames.pong(frame.payload))
+        elif frame.opcode is Opcode.CLOSE:
+            assert isinstance(frame.payload, tuple)
+            code, reason = frame.payload
+            # A close frame without a code (1005) has none to pass on: ASGI's default.
+            await self._ws.close_async(1000 if code == 1005 else int(code), reason)
+        elif frame.opcode is Opcode.TEXT or frame.opcode is Opcode.BINARY:
+            # Every piece of a message carries its first frame's opcode; text comes decoded.
+            self._message.append(frame.payload)
+            if frame.message_finished:
+                pieces, self._message = self._message, []
+                text = frame.opcode is Opcode.TEXT
+                await self._ws.send_async("".join(pieces) if text else b"".join(pieces))
         # a pong (answering a ping we never send) needs nothing
 
-    async def _to_app_end(self, data: bytes) -> None:
+    async def _to_app_end(self, data: bytes | bytearray) -> None:
         assert self._our_end is not None
         try:
             await self._loop.sock_sendall(self._our_end, data)
@@ -224,15 +213,12 @@ class UpgradeSocket:
         try:
             while True:
                 message = await self._ws.receive_async()
-                if isinstance(message, str):
-                    await self._to_app_end(frame(_TEXT, message.encode("utf-8")))
-                else:
-                    await self._to_app_end(frame(_BINARY, message))
+                await self._to_app_end(self._frames.send_data(message))
         except WebSocketDisconnect as closed:
-            payload = b""
-            if closed.code not in (1005, 1006):  # codes that never go on the wire
-                payload = closed.code.to_bytes(2, "big") + closed.reason.encode("utf-8")[:120]
-            await self._to_app_end(frame(_CLOSE, payload))
+            if closed.code in (1005, 1006):  # codes that never go on the wire: no code
+                await self._to_app_end(self._frames.close())
+            else:
+                await self._to_app_end(self._frames.close(closed.code, closed.reason))
         finally:
             if self._our_end is not None:
                 try:
