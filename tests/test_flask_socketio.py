@@ -152,7 +152,11 @@ def test_connections_end_with_their_threads_and_flask_views_stay_free(
         while threads_of(pid) > allowed and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         assert threads_of(pid) <= allowed
-        # The connection, and both ends of the socket pair each one had, are closed.
+        # The connection, and both ends of the socket pair each one had, are closed (by
+        # threads that end on their own: waited for, as the threads are).
+        deadline = time.monotonic() + 10
+        while len(os.listdir(f"/proc/{pid}/fd")) > fds_before and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
         assert len(os.listdir(f"/proc/{pid}/fd")) <= fds_before
 
     asyncio.run(scenario())
