@@ -23,8 +23,10 @@ counted. A cell is measured again when other processes used its core (this host 
 Default: 4 s after 1 s of warm-up, 2 passes, about 5 minutes on a quiet host. Writes
 bench/results/sync_servers.md, .json and .png (``--out``; the plot needs matplotlib).
 
-Run it with the project's venv and gunicorn, gevent and granian installed
-(``.venv/bin/pip install gunicorn gevent granian matplotlib``) and wrk.
+Run it from a virtualenv of its own with flask-asgi, gunicorn, gevent and granian
+installed (``python3 -m venv .venv-bench && .venv-bench/bin/pip install -e ".[test]"
+gunicorn gevent matplotlib``) and wrk. Not the project's ``.venv``: with gevent installed
+there, ``SocketIO(app)`` picks its gevent mode and the Flask-SocketIO tests fail.
 
 ``--only async-sleep-1000`` (not in the default run; needs ``quart`` in the venv too): the
 async side of issue 20's last target. The async benchmark app's ``/sleep``, an ``async def``
