@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import os
 import socket
 import subprocess
@@ -254,3 +255,20 @@ def open_non_readers(
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         sockets.append(sock)
     return sockets
+
+
+def run_stress_script(script: str, *args: str, timeout: float = 120) -> dict[str, Any]:
+    """Run ``stress/<script>`` with ``args``; its report (the last line of its output, JSON),
+    after checking that its exit status agrees with the report's ``ok``."""
+    result = subprocess.run(
+        [str(VENV_BIN / "python"), str(ROOT / "stress" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT / "stress",
+    )
+    lines = result.stdout.strip().splitlines()
+    assert lines, result.stderr[-3000:]
+    report: dict[str, Any] = json.loads(lines[-1])
+    assert result.returncode == (0 if report["ok"] else 1)
+    return report

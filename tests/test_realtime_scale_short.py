@@ -5,25 +5,13 @@ answering, the threads per connection as documented."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 from typing import Any
 
-from helpers import ROOT, VENV_BIN
+from helpers import run_stress_script
 
 
 def run_clients(*args: str) -> dict[str, Any]:
-    result = subprocess.run(
-        [str(VENV_BIN / "python"), str(ROOT / "stress" / "socketio_clients.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT / "stress",
-    )
-    lines = result.stdout.strip().splitlines()
-    assert lines, result.stderr[-3000:]
-    report: dict[str, Any] = json.loads(lines[-1])
-    assert result.returncode == (0 if report["ok"] else 1)
+    report = run_stress_script("socketio_clients.py", *args)
     # Within a generous bound (a loaded 2-core machine); the script's own is 1 s.
     assert report["checks"]["all connected"] and report["checks"]["all delivered"], report
     return report

@@ -10,25 +10,14 @@ silently skipped its load would fail here).
 from __future__ import annotations
 
 import json
-import subprocess
 from typing import Any
 
 import pytest
-from helpers import ROOT, VENV_BIN
+from helpers import run_stress_script
 
 
 def run_stress(script: str, *args: str) -> dict[str, Any]:
-    result = subprocess.run(
-        [str(VENV_BIN / "python"), str(ROOT / "stress" / script), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT / "stress",
-    )
-    lines = result.stdout.strip().splitlines()
-    assert lines, result.stderr[-3000:]
-    report: dict[str, Any] = json.loads(lines[-1])
-    assert result.returncode == (0 if report["ok"] else 1)
+    report = run_stress_script(script, *args)
     assert report["ok"], json.dumps(report, indent=1)[-4000:]
     return report
 

@@ -91,7 +91,7 @@ def through_middleware(app: Flask, environ: dict[str, Any]) -> tuple[dict[str, A
         started[:] = [status, headers]
         return lambda data: None
 
-    data = _read(inner(dict(environ), start_response))  # start_response may come late
+    data = read_whole(inner(dict(environ), start_response))  # start_response may come late
     if arrived:
         return arrived[0], None
     if not started:
@@ -99,7 +99,8 @@ def through_middleware(app: Flask, environ: dict[str, Any]) -> tuple[dict[str, A
     return environ, (str(started[0]), list(started[1]), data)
 
 
-def _read(body: Iterable[bytes]) -> bytes:
+def read_whole(body: Iterable[bytes]) -> bytes:
+    """A WSGI response body joined, and closed as WSGI requires."""
     try:
         return b"".join(body)
     finally:

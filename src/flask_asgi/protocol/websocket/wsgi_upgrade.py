@@ -19,7 +19,6 @@ the worker pool: an upgraded connection keeps its thread until it closes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 from flask import Flask
@@ -28,6 +27,7 @@ from ...ground.pools import connection_threads
 from ...ground.worker_calls import run_in_worker
 from .connection import WebSocket
 from .handshake import refuse
+from .middleware import read_whole
 from .wsgi_socket import UpgradeSocket
 
 logger = logging.getLogger("flask_asgi")
@@ -80,7 +80,7 @@ def _call_app(wsgi_app: Any, environ: dict[str, Any], sock: UpgradeSocket) -> An
         return lambda data: None
 
     try:
-        body = _read(wsgi_app(environ, start_response))
+        body = read_whole(wsgi_app(environ, start_response))
     except (ConnectionError, StopIteration):
         # How simple-websocket's users tell Werkzeug (ConnectionError) or gunicorn
         # (StopIteration) that the connection was theirs and is over.
@@ -96,15 +96,6 @@ def _call_app(wsgi_app: Any, environ: dict[str, Any], sock: UpgradeSocket) -> An
     if not started:
         raise RuntimeError(f"the WSGI app {wsgi_app!r} did not call start_response")
     return str(started[0]), list(started[1]), body
-
-
-def _read(body: Iterable[bytes]) -> bytes:
-    try:
-        return b"".join(body)
-    finally:
-        close = getattr(body, "close", None)
-        if close is not None:
-            close()
 
 
 async def upgrade_through_wsgi(
