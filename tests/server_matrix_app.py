@@ -16,13 +16,15 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from flask import Flask, current_app, request, send_file
+from flask import Flask, current_app, request, send_file, session
 from flask_sock import Sock
+from flask_socketio import SocketIO, emit
 
 import flask_asgi
 from flask_asgi import ServerSentEvent, websocket
 
 app = Flask(__name__)
+app.secret_key = "matrix"
 asgi = flask_asgi.ASGI(app)
 
 
@@ -183,3 +185,35 @@ def ws_flask_sock(ws: Any) -> None:
 @asgi.websocket("/ws/refused")
 async def ws_refused() -> Any:
     return "no entry", 401, {"X-Refused": "yes"}
+
+
+# Flask-SocketIO, unchanged (threading mode): its middleware wraps app.wsgi_app (issue 19).
+socketio = SocketIO(app)
+
+
+@socketio.on("connect")
+def sio_connect(auth: Any) -> None:
+    session["name"] = (auth or {}).get("name", "anon")
+
+
+@socketio.on("echo")
+def sio_echo(data: Any) -> dict[str, Any]:
+    # The ack: what a sync handler sees, as on Werkzeug's server.
+    return {
+        "data": data,
+        "sid": request.sid,  # type: ignore[attr-defined]
+        "name": session.get("name"),
+        "thread": threading.current_thread() is not threading.main_thread(),
+    }
+
+
+@socketio.on("shout")
+def sio_shout(data: Any) -> None:
+    emit("shouted", data, broadcast=True)
+
+
+@app.post("/sio/announce")
+def sio_announce() -> str:
+    # An emit from an ordinary sync HTTP view reaches every connected client.
+    socketio.emit("announced", request.get_json())
+    return "sent"

@@ -7,6 +7,7 @@ Where a server lacks a feature, the case asserts what that server documents inst
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import hashlib
@@ -23,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+import socketio
 from helpers import VENV_BIN, free_port, open_non_readers, wait_for
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
@@ -261,6 +263,41 @@ def test_refused_websocket_handshake(server: Running) -> None:
         assert response.headers["X-Refused"] == "yes"
     else:  # the server closes before accept: ASGI says 403
         assert response.status_code == 403
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+def test_unchanged_flask_socketio(server: Running, transport: str) -> None:
+    """Flask-SocketIO's threading mode, unchanged, on each server: a sync handler's ack
+    with ``request.sid`` and ``session``, a broadcast, and an emit from a sync view."""
+    asyncio.run(_socketio_round(server.base_url, transport))
+
+
+async def _socketio_round(base_url: str, transport: str) -> None:
+    received: dict[str, asyncio.Queue[tuple[str, Any]]] = {}
+    clients = {}
+    for name in ("ann", "bob"):
+        client = socketio.AsyncClient(reconnection=False)
+        queue = received[name] = asyncio.Queue()
+        for event in ("shouted", "announced"):
+            client.on(event, lambda data, event=event, queue=queue: queue.put_nowait((event, data)))
+        await client.connect(base_url, transports=[transport], auth={"name": name}, wait_timeout=20)
+        clients[name] = client
+    try:
+        ann = clients["ann"]
+        ack = await ann.call("echo", {"n": 1}, timeout=20)
+        assert ack == {"data": {"n": 1}, "sid": ann.get_sid(), "name": "ann", "thread": True}
+        await ann.emit("shout", "hi")
+        for queue in received.values():
+            assert await asyncio.wait_for(queue.get(), 20) == ("shouted", "hi")
+        async with httpx.AsyncClient(base_url=base_url, timeout=20) as http:
+            answer = await http.post("/sio/announce", json={"from": "view"})
+        assert (answer.status_code, answer.text) == (200, "sent")
+        for queue in received.values():
+            assert await asyncio.wait_for(queue.get(), 20) == ("announced", {"from": "view"})
+    finally:
+        for client in clients.values():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(client.disconnect(), 5)
 
 
 @pytest.mark.parametrize("path", ["/slow?s=1.5", "/slow-sync?s=1.5"])
