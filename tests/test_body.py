@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -194,3 +195,88 @@ def test_receive_answers_disconnect_after_the_response() -> None:
         time.sleep(0.01)
     assert received == ["http.request", "http.disconnect"]
     assert response.get_data() == b"done"
+
+
+def _body_probe_app(**config: Any) -> tuple[ASGI, list[Any]]:
+    """A sync view that records what wsgi.input is, what it read, and its form."""
+    app = Flask(__name__)
+    app.config.update(config)
+    seen: list[Any] = []
+
+    @app.post("/")
+    def upload() -> str:
+        seen.append(type(request.environ["wsgi.input"]).__name__)
+        seen.append(request.get_data())
+        seen.append(dict(request.form))
+        return "ok"
+
+    return ASGI(app), seen
+
+
+async def _call_counting(
+    asgi: ASGI, headers: list[tuple[bytes, bytes]], messages: list[Any], as_futures: bool = False
+) -> tuple[int, list[int]]:
+    """Call with a receive that records the thread it runs on; ``as_futures``: it returns
+    an asyncio future completed a moment later, not a coroutine (granian's kind)."""
+    scope = http_scope("/", "POST", [(b"host", b"test"), *headers])
+    inbox = list(messages)
+    threads: list[int] = []
+    sent: list[dict[str, Any]] = []
+
+    def next_message() -> dict[str, Any]:
+        threads.append(threading.get_ident())
+        return inbox.pop(0) if inbox else {"type": "http.disconnect"}
+
+    async def receive_coroutine() -> dict[str, Any]:
+        return next_message()
+
+    def receive_future() -> asyncio.Future[dict[str, Any]]:
+        future = asyncio.get_running_loop().create_future()
+        message = next_message()
+        if message.get("stall"):
+            return future  # never completes: the client stopped sending
+        asyncio.get_running_loop().call_soon(future.set_result, message)
+        return future
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await asgi(scope, receive_future if as_futures else receive_coroutine, send)
+    return int(sent[0]["status"]), threads
+
+
+FORM = [(b"content-type", b"application/x-www-form-urlencoded")]
+
+
+@pytest.mark.parametrize("as_futures", [False, True], ids=["coroutine", "future"])
+async def test_small_sync_body_is_received_first_and_read_from_memory(as_futures: bool) -> None:
+    # Received on the loop before the view takes a thread (no receive from the worker
+    # thread), and handed over as a plain in-memory stream, in one message or in two.
+    asgi, seen = _body_probe_app()
+    for messages in ([body(b"a=1&b=2", more=False)], [body(b"a=1&"), body(b"b=2", more=False)]):
+        seen.clear()
+        headers = [*FORM, (b"content-length", b"7")]
+        status, threads = await _call_counting(asgi, headers, messages, as_futures)
+        assert status == 200
+        assert threads == [threading.get_ident()] * len(messages)  # all on the loop
+        assert seen == ["BytesIO", b"a=1&b=2", {"a": "1", "b": "2"}]
+
+
+async def test_small_chunked_sync_body_keeps_its_checks() -> None:
+    # Whole but chunked: read through RequestBody, which still refuses past the limit.
+    asgi, seen = _body_probe_app(MAX_CONTENT_LENGTH=4)
+    status, _ = await _call_counting(asgi, CHUNKED, [body(b"12345", more=False)])
+    assert (status, seen) == (413, ["RequestBody"])
+    seen.clear()
+    status, _ = await _call_counting(asgi, [*CHUNKED, *FORM], [body(b"a=1", more=False)])
+    assert (status, seen) == (200, ["RequestBody", b"a=1", {"a": "1"}])
+
+
+async def test_sync_body_that_stalls_after_its_first_message_times_out() -> None:
+    # granian's kind of receive: the first message arrives, the second never does; the
+    # one timer of the preread ends it with a 408 before the view runs.
+    asgi, seen = _body_probe_app(FLASK_ASGI_BODY_TIMEOUT=0.2)
+    headers = [*FORM, (b"content-length", b"7")]
+    messages = [body(b"a=1&"), {"stall": True}]
+    status, threads = await _call_counting(asgi, headers, messages, as_futures=True)
+    assert (status, seen, len(threads)) == (408, [], 2)

@@ -180,16 +180,72 @@ class RequestBody:
             async with asyncio.timeout(budget):
                 return await pending  # type: ignore[no-any-return]
         except TimeoutError:
-            self.timed_out = True
-            counters.add("body_timeouts_total")
-            logger.warning(
-                "request body not received within FLASK_ASGI_BODY_TIMEOUT, giving up on it"
-                " (408, connection closed): %s",
-                f"{self.scope['method']} {self.scope['path']}" if self.scope else "?",
-            )
+            self._timed_out()
             raise BodyTimeout() from None
         finally:
             self.time_left = max(budget - (loop.time() - start), 0.0)
+
+    async def receive_up_to(self, limit: int) -> list[dict[str, Any]]:
+        """On the loop: the body's messages up to ``limit`` bytes (all of it if it ends
+        sooner; the last one is the end of the body unless more is to come).
+
+        Messages that have already arrived (an ``async def`` receive's, stepped once) need
+        no timer; the first that has to wait starts one for all the rest, bounded by what
+        is left of the body timeout (granian's receive always waits: one timer per body,
+        not one per message). Raises :class:`BodyTimeout`. For a sync endpoint, whose
+        body nothing has prefetched.
+        """
+        messages: list[dict[str, Any]] = []
+        received = 0
+        while received < limit:
+            pending: Any = self._receive()
+            if type(pending) is types.CoroutineType:
+                try:
+                    yielded = pending.send(None)
+                except StopIteration as stop:
+                    message = stop.value
+                    messages.append(message)
+                    received += len(message.get("body", b""))
+                    if message["type"] != "http.request" or not message.get("more_body"):
+                        return messages
+                    continue
+                pending = _rest_of(pending, yielded)
+            await self._receive_waiting(pending, limit - received, messages)
+            break
+        return messages
+
+    async def _receive_waiting(self, pending: Any, limit: int, messages: list[Any]) -> None:
+        """``receive_up_to``'s messages from the first that has to wait on, under one timer."""
+        budget = self.time_left
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        received = 0
+        try:
+            async with asyncio.timeout(budget):
+                while True:
+                    message = await pending
+                    messages.append(message)
+                    received += len(message.get("body", b""))
+                    if message["type"] != "http.request" or not message.get("more_body"):
+                        return
+                    if received >= limit:
+                        return
+                    pending = self._receive()
+        except TimeoutError:
+            self._timed_out()
+            raise BodyTimeout() from None
+        finally:
+            if budget is not None:
+                self.time_left = max(budget - (loop.time() - start), 0.0)
+
+    def _timed_out(self) -> None:
+        self.timed_out = True
+        counters.add("body_timeouts_total")
+        logger.warning(
+            "request body not received within FLASK_ASGI_BODY_TIMEOUT, giving up on it"
+            " (408, connection closed): %s",
+            f"{self.scope['method']} {self.scope['path']}" if self.scope else "?",
+        )
 
     def _pull(self) -> None:
         """Receive one more message into the buffer."""

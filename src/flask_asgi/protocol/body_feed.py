@@ -12,6 +12,7 @@ thread reads without a loop round trip per message. The thread waits only on tha
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 from collections import deque
 from typing import Any
@@ -39,18 +40,43 @@ async def preread(body: RequestBody, limit: int) -> list[Message] | None:
     Returns the messages; the last one is the end of the body unless more is to come.
     Returns None (nothing left to answer) if the body timed out, with ``body.timed_out``.
     """
-    messages: list[Message] = []
-    received = 0
-    while received < limit:
-        try:
-            message = await body.receive_in_time()
-        except BodyTimeout:
-            return None
-        messages.append(message)
-        received += _size(message)
-        if _last(message):
-            break
-    return messages
+    try:
+        return await body.receive_up_to(limit)
+    except BodyTimeout:
+        return None
+
+
+def whole_body(messages: list[Message], content_length: int | None) -> bytes | None:
+    """The body's bytes if ``messages`` are all of it, as its Content-Length declared
+    (nothing for the app's reads to refuse), else None."""
+    if not messages or content_length is None:
+        return None
+    last = messages[-1]
+    if last["type"] != "http.request" or last.get("more_body", False):
+        return None
+    data = (
+        last.get("body", b"")
+        if len(messages) == 1
+        else b"".join(message.get("body", b"") for message in messages)
+    )
+    return data if len(data) == content_length else None
+
+
+class Received:
+    """The body's messages, all received before the app runs: read with no lock or loop."""
+
+    __slots__ = ("_messages",)
+
+    def __init__(self, messages: list[Message]) -> None:
+        self._messages = deque(messages)
+
+    def next_message(self) -> Message:
+        if self._messages:
+            return self._messages.popleft()
+        return {"type": "http.disconnect"}  # never asked for: the last one ends the body
+
+    def close(self) -> None:
+        pass
 
 
 class BodyFeed:
@@ -162,10 +188,15 @@ class BodyFeed:
             self.task.cancel()
 
 
-async def feed_body(config: Any, body: RequestBody) -> bool:
+async def feed_body(config: Any, body: RequestBody, environ: dict[str, Any]) -> bool:
     """Receive a sync endpoint's body on the loop before it takes a worker thread: up to
     ``FLASK_ASGI_BODY_PREREAD`` bytes (never past ``MAX_CONTENT_LENGTH``), the rest through a
-    read-ahead buffer. False: the body timed out before the app could run (408)."""
+    read-ahead buffer. False: the body timed out before the app could run (408).
+
+    A body received whole, as long as its Content-Length says, becomes ``wsgi.input``
+    itself, a ``BytesIO``: the thread reads it as it would under a WSGI server. Other whole
+    bodies (chunked, cut short) are read through the ``RequestBody``'s checks (413 past
+    ``MAX_CONTENT_LENGTH``, 400 for a short one), from a :class:`Received`."""
     limit = int(config["FLASK_ASGI_BODY_PREREAD"])
     max_length = config.get("MAX_CONTENT_LENGTH")
     if max_length is not None:
@@ -176,5 +207,13 @@ async def feed_body(config: Any, body: RequestBody) -> bool:
     messages = await preread(body, limit)
     if messages is None:
         return False
+    if messages and _last(messages[-1]):
+        data = whole_body(messages, body.content_length)
+        if data is not None:
+            environ["wsgi.input"] = io.BytesIO(data)
+            body.complete = True
+        else:
+            body.feed = Received(messages)
+        return True
     body.feed = BodyFeed(body, messages, max(limit, _MIN_READ_AHEAD), eager=limit > 0)
     return True

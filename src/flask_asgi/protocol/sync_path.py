@@ -55,7 +55,7 @@ async def _run_sync(
     if 0 < max_waiting <= counters.waiting:  # refuse before receiving the body, too
         await _refuse_waiting(send)
         return None
-    if not body.complete and not await feed_body(app.config, body):
+    if not body.complete and not await feed_body(app.config, body, environ):
         await refuse(send, BodyTimeout(), [CLOSE])
         return None
     ticket = WaitingTicket(counters)
