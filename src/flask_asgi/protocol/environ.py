@@ -63,33 +63,38 @@ def _wsgi_str(text: str) -> str:
     return text if text.isascii() else text.encode("utf-8", "surrogateescape").decode("latin-1")
 
 
+_PROTOCOLS = {"1.0": "HTTP/1.0", "1.1": "HTTP/1.1", "2": "HTTP/2", "3": "HTTP/3"}
 _FRAMED_VERSIONS = frozenset({"2", "3"})
 _BODILESS_METHODS = frozenset({"GET", "HEAD"})
 
 
 def build_environ(scope: dict[str, Any], receive: Receive) -> dict[str, Any]:
     """Build the environ for ``scope``; its ``wsgi.input`` reads the body from ``receive``."""
-    environ = _CONSTANT.copy()
     path: str = scope["path"]
     root_path: str = scope.get("root_path", "")
+    script_name = ""
     if root_path:
         if path.startswith(root_path):
             path = path[len(root_path) :]
-        environ["SCRIPT_NAME"] = _wsgi_str(root_path)
-    else:
-        environ["SCRIPT_NAME"] = ""
-    environ["PATH_INFO"] = _wsgi_str(path)
-    environ["REQUEST_METHOD"] = scope["method"]
-    environ["QUERY_STRING"] = scope["query_string"].decode("latin-1")
+        script_name = _wsgi_str(root_path)
     server = scope.get("server") or ("localhost", 80)
-    environ["SERVER_NAME"] = server[0]
-    environ["SERVER_PORT"] = "80" if server[1] is None else str(server[1])
-    environ["SERVER_PROTOCOL"] = "HTTP/" + scope.get("http_version", "1.1")
+    version = scope.get("http_version", "1.1")
     # An http scope's scheme is http or https: a ws/wss one (uvicorn takes X-Forwarded-Proto
     # from 127.0.0.1 as it comes) would make Werkzeug match WebSocket rules for plain HTTP.
     scheme = scope.get("scheme", "http")
-    environ["wsgi.url_scheme"] = _HTTP_SCHEMES.get(scheme, scheme)
-    environ["asgi.scope"] = scope
+    # One dict display, not a copy and a dozen stores (it is on every request's path).
+    environ = {
+        **_CONSTANT,
+        "SCRIPT_NAME": script_name,
+        "PATH_INFO": path if path.isascii() else _wsgi_str(path),
+        "REQUEST_METHOD": scope["method"],
+        "QUERY_STRING": scope["query_string"].decode("latin-1"),
+        "SERVER_NAME": server[0],
+        "SERVER_PORT": "80" if server[1] is None else str(server[1]),
+        "SERVER_PROTOCOL": _PROTOCOLS.get(version) or "HTTP/" + version,
+        "wsgi.url_scheme": _HTTP_SCHEMES.get(scheme, scheme),
+        "asgi.scope": scope,
+    }
     client = scope.get("client")
     if client:
         environ["REMOTE_ADDR"] = client[0]
