@@ -82,9 +82,12 @@ class WaitingTicket:
     def __init__(self, counts: RequestCounters) -> None:
         self._counters = counts
         self._waiting = True
-        counts.add("waiting")
+        with counts._lock:
+            counts.waiting += 1
 
     def end(self) -> bool:
+        if not self._waiting:  # ended already (it never starts again): no lock to take
+            return False
         counts = self._counters
         with counts._lock:
             if self._waiting:
