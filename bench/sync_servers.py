@@ -17,10 +17,12 @@ body, ``/sleep``: ``time.sleep(0.05)``, standing for a database or HTTP wait), s
 
 Workloads: hello and echo at c=64, and 1,000 concurrent clients on the 50 ms view. Each
 server is one process on CPU 0, wrk (``--timeout 10s``) on CPU 1. Passes interleave the
-candidates (the order rotates); the best pass of each cell is kept (other processes only
-ever slow a pass down), and the non-2xx responses and socket errors of every pass are
+candidates (each pass runs every row of a workload once, in turn; the order rotates
+between passes), and each row reports its median pass; the ratios to the peers are given
+per pass too (row and peer measured minutes apart, in the same pass), so a ratio is quoted
+from one run with its spread. The non-2xx responses and socket errors of every pass are
 counted. A cell is measured again when other processes used its core (this host is shared).
-Default: 4 s after 1 s of warm-up, 2 passes, about 5 minutes on a quiet host. Writes
+Default: 4 s after 1 s of warm-up, 3 passes, about 8 minutes on a quiet host. Writes
 bench/results/sync_servers.md, .json and .png (``--out``; the plot needs matplotlib).
 
 Run it from a virtualenv of its own with flask-asgi, gunicorn, gevent and granian
@@ -219,7 +221,8 @@ def measure_once(
 
 
 def run(args: argparse.Namespace, names: list[str], loads: list[Workload]) -> dict[str, Any]:
-    """{name: {workload: best cell, with every pass's errors summed and its req/s listed}}"""
+    """{name: {workload: the median pass's cell, with every pass's errors summed and its
+    req/s listed in pass order}}"""
     results: dict[str, dict[str, Any]] = {}
     port = 9500
     for pass_no in range(args.passes):
@@ -233,8 +236,8 @@ def run(args: argparse.Namespace, names: list[str], loads: list[Workload]) -> di
                 if kept is None:
                     kept = results[name][workload.key] = dict(cell, passes=[], all_non_2xx=0,
                                                               all_socket_errors=0)  # fmt: skip
-                elif cell["rps"] > kept["rps"]:
-                    kept.update(cell)
+                kept.setdefault("cells", []).append(cell)
+                kept.update(median_cell(kept["cells"]))
                 kept["passes"].append(round(cell["rps"]))
                 kept.setdefault("per_cpu_s", []).append(round(per_cpu_second(cell)))
                 kept.setdefault("foreign_by_pass", []).append(round(cell["foreign_percent"]))
@@ -246,6 +249,18 @@ def run(args: argparse.Namespace, names: list[str], loads: list[Workload]) -> di
                       f"  cpu {cell['server_cpu_percent']:.0f} %"
                       f"  others {cell['foreign_percent']:.0f} %", flush=True)  # fmt: skip
     return results
+
+
+def median_cell(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pass whose req/s is the median (the lower middle one of an even count)."""
+    ordered = sorted(cells, key=lambda c: c["rps"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def pass_ratios(own: dict[str, Any], theirs: dict[str, Any]) -> str:
+    """req/s ratio of each pass (own's over theirs, the same pass), in pass order."""
+    pairs = zip(own["passes"], theirs["passes"], strict=False)
+    return "/".join(f"{a / b:.2f}" for a, b in pairs if b)
 
 
 def per_cpu_second(cell: dict[str, Any]) -> float:
@@ -285,8 +300,9 @@ def tables(results: dict[str, Any], names: list[str], loads: list[Workload]) -> 
     if mine and others:
         lines += [
             "",
-            "Ratios, flask-asgi's over the peer's (same run): req/s (best pass each), and in"
-            " brackets requests per server CPU-second (median of the passes):",
+            "Ratios, flask-asgi's over the peer's (same run): req/s (median pass each), in"
+            " brackets requests per server CPU-second (median of the passes), then the req/s"
+            " ratio of each pass (pass 1/2/...):",
             "",
         ]
         lines += ["| workload | " + " | ".join(f"{m} ×" for m in mine) + " |"]
@@ -301,7 +317,8 @@ def tables(results: dict[str, Any], names: list[str], loads: list[Workload]) -> 
                     if own and theirs:
                         parts.append(
                             f"{peer} {own['rps'] / theirs['rps']:.2f}"
-                            f" ({cpu_rate(own) / cpu_rate(theirs):.2f})"
+                            f" ({cpu_rate(own) / cpu_rate(theirs):.2f};"
+                            f" {pass_ratios(own, theirs)})"
                         )
                 row.append(", ".join(parts) or "–")
             lines.append(f"| {label[w.key]} | " + " | ".join(row) + " |")
@@ -403,7 +420,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--passes", type=int, default=2)
+    parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--retries", type=int, default=2, help="per disturbed cell")
     parser.add_argument(
         "--budget", type=int, default=600, help="seconds after which nothing waits or retries"
@@ -450,7 +467,7 @@ def main() -> None:
             f"{when}, code {commit or '?'}, {platform.processor() or 'cpu'}, Python"
             f" {platform.python_version()}, {os.cpu_count()} cores; {versions()}. Each server"
             f" is one process on CPU 0, wrk (-t1, --timeout 10s) on CPU 1; {args.duration} s"
-            f" after {args.warmup} s of warm-up, best of {args.passes} interleaved passes"
+            f" after {args.warmup} s of warm-up, the median of {args.passes} interleaved passes"
             " (non-2xx and socket errors: all passes); a cell is measured again (up to"
             f" {args.retries} times) while other processes use over {DISTURBED_PERCENT:.0f} %"
             f" of the server's core (after a wait of up to 20 s for a quiet core;"
@@ -482,6 +499,9 @@ def main() -> None:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.label}.md").write_text(text)
+    for cells in results.values():
+        for cell in cells.values():
+            cell.pop("cells", None)
     saving = dict(results, _header=header)
     (args.out / f"{args.label}.json").write_text(json.dumps(saving, indent=2) + "\n")
     if not args.no_plot:

@@ -78,21 +78,31 @@ class WsgiEntry:
             environ["wsgi.input"] = _CappedInput(environ["wsgi.input"])
         state = self.state
         max_requests: int = config["FLASK_ASGI_MAX_REQUESTS"]
-        with self._lock:
-            if max_requests > 0 and counters.in_flight >= max_requests:
-                refused = True
-            else:
-                refused = False
-                state.sync_requests += 1
-        if refused:
+        lock = self._lock
+        lock.acquire()
+        if max_requests > 0 and counters.in_flight >= max_requests:
+            lock.release()
             counters.add("refused_max_requests_total")
             return ServiceUnavailable().get_response(environ)(environ, _with(start_response))
+        state.sync_requests += 1
+        lock.release()
         ended = False
+        length = -1
+
+        def noted(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            """``start_response``, noting the declared length on the way to the server's."""
+            nonlocal length
+            for name, value in headers:
+                if len(name) == 14 and (
+                    name == "Content-Length" or name.lower() == "content-length"
+                ):
+                    length = int(value)
+                    break
+            return start_response(status, headers, exc_info)
+
         try:
-            response = _Response(start_response)
-            app_iter = app.wsgi_app(environ, response)
-            limit: int = config["FLASK_ASGI_RESPONSE_BUFFER"]
-            if 0 <= response.length <= limit:  # known and small: one piece, closed here
+            app_iter = app.wsgi_app(environ, noted)
+            if 0 <= length <= config["FLASK_ASGI_RESPONSE_BUFFER"]:  # known and small: one piece
                 try:
                     return [b"".join(app_iter)]
                 finally:
@@ -103,30 +113,13 @@ class WsgiEntry:
             return _Counted(app_iter, self)
         finally:
             if not ended:
-                self._end()
+                lock.acquire()
+                state.sync_requests -= 1
+                lock.release()
 
     def _end(self) -> None:
         with self._lock:
             self.state.sync_requests -= 1
-
-
-class _Response:
-    """``start_response`` that notes the declared length on the way to the server's."""
-
-    __slots__ = ("start_response", "length")
-
-    def __init__(self, start_response: StartResponse) -> None:
-        self.start_response = start_response
-        self.length = -1
-
-    def __call__(
-        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
-    ) -> Callable[[bytes], Any]:
-        for name, value in headers:
-            if len(name) == 14 and name.lower() == "content-length":
-                self.length = int(value)
-                break
-        return self.start_response(status, headers, exc_info)  # type: ignore[no-any-return]
 
 
 class _Counted:
